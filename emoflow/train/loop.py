@@ -1,0 +1,101 @@
+"""fit(): the one training loop every level shares.
+
+The level supplies a pure `train_step(state, batch, rng) -> (state, metrics)`,
+a batch stream that starts at any step, and `evaluate(state) -> metrics`; fit
+compiles the step once over the data mesh, runs it with a progress bar, logs
+to WORKDIR/metrics.csv, evaluates and checkpoints periodically, draws the
+plots, and resumes from the latest checkpoint when started on the same
+workdir. The RNG of step k is fold_in(seed, k) and batch k is a function of
+(seed, k), so a resumed run computes what an uninterrupted one does.
+"""
+
+import os
+import time
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+import tqdm
+
+from emoflow.train import parallel, plots
+from emoflow.train.checkpoint import Checkpoints
+from emoflow.train.metrics_log import MetricsLog, is_finite
+from emoflow.train.state import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or infinite; the message names the step and last checkpoint."""
+
+
+def fit(*, workdir: str, state: TrainState, train_step: Callable,
+        train_batches: Callable[[int], Iterator[dict]], evaluate: Callable[[TrainState], dict],
+        num_steps: int, seed: int, mesh, log_every: int = 50, eval_every: int = 500,
+        keep_latest: int = 2, best_metric: str, best_mode: str = "max",
+        class_names=None, progress: bool = True) -> dict:
+  """Trains `state` to `num_steps`; returns {"state", "eval", "best_step"}.
+
+  `evaluate` returns scalar metrics plus optionally "confusion_matrix" (drawn
+  with `class_names`). Evaluations happen every `eval_every` steps and at the
+  end, each followed by a checkpoint that carries its metrics.
+  """
+  is_main = jax.process_index() == 0
+  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep_latest=keep_latest,
+                            best_metric=best_metric, best_mode=best_mode)
+  state = parallel.replicate(state, mesh)
+  restored = checkpoints.restore(state)
+  if restored is not None:
+    state = restored
+  start = int(state.step)
+  log = MetricsLog(os.path.join(workdir, "metrics.csv"), resume_step=start)
+
+  def run_eval(step: int) -> dict:
+    results = evaluate(state)
+    scalars = {k: v for k, v in results.items() if np.ndim(v) == 0}
+    if is_main:
+      log.append(step, "validation", scalars)
+      log.flush()
+      plots.plot_curves(log.rows, os.path.join(workdir, "plots", "curves.png"))
+      if class_names is not None and "confusion_matrix" in results:
+        plots.plot_confusion(results["confusion_matrix"], class_names,
+                             os.path.join(workdir, "plots", "confusion_matrix.png"),
+                             title=f"validation, step {step}")
+    return results
+
+  try:
+    step_fn = parallel.jit_train_step(train_step, mesh)
+    base_rng = jax.random.key(seed)
+    bar = tqdm.tqdm(total=num_steps, initial=start, disable=not (progress and is_main),
+                    desc="train", unit="step", dynamic_ncols=True)
+    pending, tick, results = [], time.perf_counter(), None
+    batches = train_batches(start)
+    for step in range(start, num_steps):
+      batch = parallel.shard_batch(next(batches), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
+      pending.append(metrics)
+      done = step + 1
+      bar.update(1)
+      at_eval = done % eval_every == 0 or done == num_steps
+      if done % log_every == 0 or at_eval:  # windows end at evals, so resumes see the same windows
+        means = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+        means["seconds_per_step"] = (time.perf_counter() - tick) / len(pending)
+        if not is_finite(means["loss"]):
+          checkpoints.wait()  # so that the message names the checkpoint really on disk
+          raise NonFiniteLossError(
+              f"loss became {means['loss']} by step {done}; the last good checkpoint is step "
+              f"{checkpoints.latest_step()} in {workdir}")
+        bar.set_postfix(loss=f"{means['loss']:.4f}")
+        if is_main:
+          log.append(done, "train", means)
+        pending, tick = [], time.perf_counter()
+      if at_eval:
+        results = run_eval(done)
+        checkpoints.save(state, {k: float(v) for k, v in results.items() if np.ndim(v) == 0})
+        tick = time.perf_counter()
+    bar.close()
+    if results is None:  # nothing left to train: the run had finished before
+      results = evaluate(state)
+  finally:
+    checkpoints.wait()  # an interrupted run still completes the save it started
+    best = checkpoints.best_step()
+    checkpoints.close()
+  return {"state": state, "eval": results, "best_step": best}

@@ -1,0 +1,99 @@
+"""Train / evaluate EmoNet on a faces dataset: the individual level wired to data and fit()."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import loaders
+from emoflow.labels import EMOTIONS
+from emoflow.models import EmoNet
+from emoflow.tasks import individual
+from emoflow.train import checkpoint, loop, optimizer, parallel
+from emoflow.train.state import TrainState
+
+
+def _model(config) -> EmoNet:
+  return EmoNet(num_classes=config.model.num_classes, embed_dim=config.model.embed_dim,
+                dtype=jnp.dtype(config.model.dtype))
+
+
+def _initial_state(config, model, num_steps: int) -> TrainState:
+  faces = jnp.zeros((1, 112, 112, 3), jnp.float32)
+  variables = jax.jit(lambda rng: model.init(rng, faces, train=False))(
+      jax.random.key(config.seed))
+  return TrainState.create(variables, optimizer.make_optimizer(config.optimizer, num_steps))
+
+
+def _class_weights(config, source) -> np.ndarray:
+  if config.class_weighting == "none":
+    return np.ones(config.model.num_classes, np.float32)
+  if config.class_weighting != "inverse_frequency":
+    raise ValueError(f"class_weighting must be 'inverse_frequency' or 'none', "
+                     f"got {config.class_weighting!r}")
+  labels = np.asarray([source[i]["emotion"] for i in range(len(source))])
+  return individual.inverse_frequency_weights(labels, config.model.num_classes)
+
+
+def _evaluate_fn(config, model, mesh, builder, split: str):
+  source = loaders.split_source(builder, split)
+  return individual.make_evaluate(
+      model, lambda: loaders.eval_face_batches(source, config.eval.batch_size), mesh,
+      size_buckets=tuple(tuple(b) for b in config.eval.size_buckets))
+
+
+def train(config, workdir: str) -> dict:
+  """Builds the data if absent, trains with fit() (resuming), returns the final evaluation."""
+  mesh = parallel.make_data_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  builder = loaders.prepare(config.data.name, config.data.config, config.data.data_dir,
+                            config.data.get("manual_dir"))
+  train_source = loaders.split_source(builder, config.data.train_split)
+  model = _model(config)
+  state = _initial_state(config, model, config.num_steps)
+  outcome = loop.fit(
+      workdir=workdir, state=state,
+      train_step=individual.make_train_step(model, _class_weights(config, train_source)),
+      train_batches=lambda start: loaders.train_face_batches(
+          train_source, batch_size=config.batch_size, seed=config.seed,
+          num_steps=config.num_steps, start_step=start, augment=config.data.augment,
+          read_threads=config.data.read_threads, workers=config.data.workers),
+      evaluate=_evaluate_fn(config, model, mesh, builder, config.data.eval_split),
+      num_steps=config.num_steps, seed=config.seed, mesh=mesh, log_every=config.log_every,
+      eval_every=config.eval.every, keep_latest=config.checkpoint.keep_latest,
+      best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
+      class_names=EMOTIONS)
+  return outcome["eval"]
+
+
+def evaluate(config, workdir: str) -> dict:
+  """Evaluates the best checkpoint in `workdir` on `config.data.eval_split`."""
+  mesh = parallel.make_data_mesh()
+  builder = loaders.prepare(config.data.name, config.data.config, config.data.data_dir,
+                            config.data.get("manual_dir"))
+  model = _model(config)
+  checkpoints = checkpoint.Checkpoints(
+      os.path.join(workdir, "checkpoints"), best_metric=config.checkpoint.best_metric,
+      best_mode=config.checkpoint.best_mode)
+  like = parallel.replicate(_initial_state(config, model, config.num_steps), mesh)
+  step = checkpoints.best_step() or checkpoints.latest_step()
+  state = checkpoints.restore(like, step)
+  checkpoints.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train)")
+  return _evaluate_fn(config, model, mesh, builder, config.data.eval_split)(state)
+
+
+def results_markdown(results: dict, title: str) -> str:
+  """The paper's individual-level numbers as markdown: summary, per emotion, per face size."""
+  lines = [f"## {title}", "", "| mAC | UAR | F1 |", "|---|---|---|",
+           f"| {results['mAC']:.2%} | {results['UAR']:.4f} | {results['F1']:.4f} |", "",
+           "| " + " | ".join(EMOTIONS) + " |", "|" + "---|" * len(EMOTIONS),
+           "| " + " | ".join(f"{results[f'acc/{e}']:.1%}" for e in EMOTIONS) + " |"]
+  buckets = [k[len("acc@"):] for k in results if k.startswith("acc@")]
+  if buckets:
+    lines += ["", "| face size | faces | accuracy |", "|---|---|---|"]
+    lines += [f"| {b} | {results[f'n@{b}']} | {results[f'acc@{b}']:.1%} |" for b in buckets]
+  lines.append(f"\nchance: {1 / len(EMOTIONS):.1%}")
+  return "\n".join(lines) + "\n"

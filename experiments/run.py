@@ -1,0 +1,142 @@
+"""Run a named experiment: `python -m experiments.run --config=NAME[:arg] [--config.a.b=v]`.
+
+NAME is a file in experiments/configs/ (or a path to one); its get_config(arg)
+returns the ConfigDict. The run lives in --workdir (default runs/NAME): the
+config as JSON, checkpoints, metrics.csv, plots/ and results.md. Starting the
+same command again resumes from the latest checkpoint. A user mistake (unknown
+config, bad value, missing data) ends with one line on stderr and exit code 2;
+--debug shows the traceback instead.
+"""
+
+import functools
+import json
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from emoflow.fileio import atomic_open
+from emoflow.train.loop import NonFiniteLossError
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: NAME[:arg]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default runs/NAME)")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes) or evaluate")
+_DEBUG = flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
+
+
+class UserError(Exception):
+  """A mistake in the command line, config or data: reported in one line."""
+
+
+def known_configs() -> list[str]:
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def resolve_config_argv(argv: list[str]) -> tuple[list[str], str]:
+  """Rewrites --config=NAME[:arg] to the config file's path; returns (argv, run name)."""
+  out, name = list(argv), None
+  for i, token in enumerate(out):
+    if token == "--config" and i + 1 < len(out):
+      out[i:i + 2] = [f"--config={out[i + 1]}"]
+      token = out[i]
+    if token.startswith("--config="):
+      spec = token[len("--config="):]
+      base, sep, arg = spec.partition(":")
+      if base.endswith(".py") or os.sep in base:
+        if not os.path.isfile(base):
+          raise UserError(f"config file {base!r} does not exist")
+        path = base
+      else:
+        path = os.path.join(CONFIG_DIR, base + ".py")
+        if not os.path.isfile(path):
+          raise UserError(f"unknown config {base!r}; known: {', '.join(known_configs())}")
+      name = os.path.basename(path)[:-3] + (f"_{arg}" if arg else "")
+      out[i] = f"--config={path}{sep}{arg}"
+      break
+  if name is None:
+    raise UserError(f"--config=NAME is required; known: {', '.join(known_configs())}")
+  return out, name
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  flat = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      flat.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      flat[f"{prefix}{k}"] = v
+  return flat
+
+
+def save_or_check_config(config, workdir: str) -> None:
+  """Writes WORKDIR/config.json, or refuses to resume a workdir made by another config."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+    now = _flatten(current)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+      key = changed[0]
+      raise UserError(f"{workdir} holds a run with a different config ({key}: "
+                      f"{saved.get(key)!r} there, {now.get(key)!r} now); use another --workdir")
+    return
+  with atomic_open(path) as f:
+    json.dump(current, f, indent=2, sort_keys=True)
+
+
+def _tasks():
+  from experiments import individual  # noqa: PLC0415 - heavy imports after flag parsing
+  return {"individual": individual}
+
+
+def main(argv, run_name: str) -> None:
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  tasks = _tasks()
+  if config.task not in tasks:
+    raise UserError(f"config.task {config.task!r} unknown; known: {', '.join(sorted(tasks))}")
+  task = tasks[config.task]
+  workdir = _WORKDIR.value or os.path.join("runs", run_name)
+  os.makedirs(workdir, exist_ok=True)
+  if _MODE.value == "train":
+    save_or_check_config(config, workdir)
+    results = task.train(config, workdir)
+  else:
+    results = task.evaluate(config, workdir)
+  text = task.results_markdown(results, title=f"{run_name} ({_MODE.value}, "
+                               f"{config.data.eval_split} split)")
+  print(text)
+  with atomic_open(os.path.join(workdir, "results.md")) as f:
+    f.write(text)
+  print(f"\nworkdir: {workdir}")
+
+
+def _run_main(argv, run_name: str) -> None:
+  try:
+    main(argv, run_name)
+  except (UserError, ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    if _DEBUG.value:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def entry() -> None:
+  try:
+    argv, run_name = resolve_config_argv(sys.argv)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  app.run(functools.partial(_run_main, run_name=run_name), argv=argv)
+
+
+if __name__ == "__main__":
+  entry()
