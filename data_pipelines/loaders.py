@@ -18,7 +18,8 @@ from data_pipelines import builders
 
 def prepare(name: str, config: str, data_dir: str, manual_dir: str | None = None):
   """Builds dataset `name/config` under `data_dir` if absent and returns its TFDS builder."""
-  builder = builders.get(name)(config=config, data_dir=os.path.expanduser(data_dir))
+  builder = builders.get(name)(config=config, data_dir=os.path.expanduser(data_dir),
+                               file_format="array_record")
   manual_dir = os.path.expanduser(manual_dir or os.path.join(data_dir, "manual", name))
   os.makedirs(manual_dir, exist_ok=True)  # TFDS wants it to exist even for rendered data
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))

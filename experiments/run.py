@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emoflow.fileio import atomic_open
@@ -97,6 +97,8 @@ def _tasks():
 
 
 def main(argv, run_name: str) -> None:
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax and TFDS are chatty at INFO
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value

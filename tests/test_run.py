@@ -1,0 +1,85 @@
+"""The runner end to end: config resolution, one-line errors, a tiny training run, kill + resume."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_config_lists_known_ones():
+  result = _run("--config=nope")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: unknown config 'nope'; known: emonet_affectnet, emonet_synthcrowd"]
+
+
+def test_unknown_variant_is_one_line(tmp_path):
+  result = _run("--config=emonet_synthcrowd:huge", f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "unknown variant 'huge' of emonet_synthcrowd; known: tiny" in result.stderr
+
+
+def test_missing_real_dataset_is_one_line(tmp_path):
+  result = _run("--config=emonet_affectnet", f"--workdir={tmp_path}/run",
+                f"--config.data.data_dir={tmp_path}/tfds")
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: no dataset builder named 'affectnet'; known: synthcrowd")
+
+
+def _tiny(tmp_path, workdir, *extra):
+  return ["--config=emonet_synthcrowd:tiny", f"--workdir={workdir}",
+          f"--config.data.data_dir={tmp_path}/tfds", *extra]
+
+
+def test_tiny_training_run_writes_its_workdir(tmp_path):
+  result = _run(*_tiny(tmp_path, tmp_path / "run"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "| mAC | UAR | F1 |" in result.stdout
+  for name in ("config.json", "metrics.csv", "results.md", "plots/curves.png",
+               "plots/confusion_matrix.png", "checkpoints/6"):
+    assert os.path.exists(tmp_path / "run" / name), name
+  evaluated = _run(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  changed = _run(*_tiny(tmp_path, tmp_path / "run"), "--config.optimizer.learning_rate=0.5")
+  assert changed.returncode == 2
+  assert "holds a run with a different config (optimizer.learning_rate" in changed.stderr
+
+
+def _metrics_rows(workdir):
+  """metrics.csv without the timing column: losses to full float precision per logged step."""
+  with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
+    return [{k: v for k, v in row.items() if k != "seconds_per_step"} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
+  steps = ["--config.num_steps=12", "--config.eval.every=4"]
+  reference = _run(*_tiny(tmp_path, tmp_path / "reference", *steps))
+  assert reference.returncode == 0, reference.stderr[-2000:]
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
+                           *_tiny(tmp_path, workdir, *steps)], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not os.path.isdir(workdir / "checkpoints" / "4") and time.time() < deadline:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(workdir / "results.md"), "killed too late to test resuming"
+  resumed = _run(*_tiny(tmp_path, workdir, *steps))
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert _metrics_rows(workdir) == _metrics_rows(tmp_path / "reference")
+  with open(workdir / "results.md") as a, open(tmp_path / "reference" / "results.md") as b:
+    assert a.read() == b.read()
