@@ -1,0 +1,1 @@
+from emoflow.models.emonet import EmoNet
