@@ -66,17 +66,22 @@ def fit(*, workdir: str, state: TrainState, train_step: Callable,
     base_rng = jax.random.key(seed)
     bar = tqdm.tqdm(total=num_steps, initial=start, disable=not (progress and is_main),
                     desc="train", unit="step", dynamic_ncols=True)
-    pending, tick, results = [], time.perf_counter(), None
+    pending, in_flight, tick, results = [], None, time.perf_counter(), None
     batches = train_batches(start)
     for step in range(start, num_steps):
       batch = parallel.shard_batch(next(batches), mesh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
+      if in_flight is not None:  # one step stays queued; the bar counts finished steps
+        jax.block_until_ready(in_flight)
+        bar.update(1)
+      in_flight = metrics
       pending.append(metrics)
       done = step + 1
-      bar.update(1)
       at_eval = done % eval_every == 0 or done == num_steps
       if done % log_every == 0 or at_eval:  # windows end at evals, so resumes see the same windows
         means = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+        bar.update(1)
+        in_flight = None
         means["seconds_per_step"] = (time.perf_counter() - tick) / len(pending)
         if not is_finite(means["loss"]):
           checkpoints.wait()  # so that the message names the checkpoint really on disk

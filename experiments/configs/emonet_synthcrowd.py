@@ -35,8 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
 
   c.batch_size = 64  # global; split over all devices of all hosts
-  c.num_steps = 500
-  c.log_every = 20
+  c.num_steps = 450
+  c.log_every = 15
   c.class_weighting = "inverse_frequency"
 
   c.optimizer = ml_collections.ConfigDict()
@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.clip_global_norm = 5.0
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every = 100
+  c.eval.every = 90
   c.eval.batch_size = 256
   c.eval.size_buckets = ((8, 16), (16, 32), (32, 64), (64, 121))
 
