@@ -16,25 +16,42 @@ def _save_atomically(fig, path: str) -> None:
   plt.close(fig)
 
 
+def _panel(name: str) -> tuple[str, str]:
+  """'acc/happy' -> ('acc/', 'happy'), 'acc@8-15px' -> ('acc@', '8-15px'), 'loss' -> ('loss', '')."""
+  for sep in ("/", "@"):
+    if sep in name:
+      head, tail = name.split(sep, 1)
+      return head + sep, tail
+  return name, ""
+
+
 def plot_curves(rows: list[dict], path: str) -> None:
-  """One panel per metric name, train and eval rows as separate lines against step."""
-  names = sorted({k for r in rows for k, v in r.items()
-                  if k not in ("step", "split") and isinstance(v, (int, float)) and np.isfinite(v)})
-  if not names:
+  """Metric curves against step: one panel per metric family ('acc/*' share one), one line
+  per split and member. Series that never change (e.g. example counts) are left out."""
+  series: dict[tuple, list] = {}
+  for row in rows:
+    for name, value in row.items():
+      if name not in ("step", "split") and np.isfinite(value):
+        series.setdefault((row["split"], name), []).append((row["step"], value))
+  series = {k: v for k, v in series.items() if len({value for _, value in v}) > 1}
+  panels = sorted({_panel(name)[0] for _, name in series})
+  if not panels:
     return
-  cols = min(3, len(names))
-  nrows = -(-len(names) // cols)
-  fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
-  for ax, name in zip(axes.flat, names):
-    for split in sorted({r["split"] for r in rows}):
-      points = [(r["step"], r[name]) for r in rows if r["split"] == split and name in r]
-      if points:
+  cols = min(3, len(panels))
+  nrows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.2 * nrows), squeeze=False)
+  for ax, panel in zip(axes.flat, panels):
+    for (split, name), points in sorted(series.items()):
+      head, member = _panel(name)
+      if head == panel:
         steps, values = zip(*points)
-        ax.plot(steps, values, marker="o" if split != "train" else None, ms=3, label=split)
-    ax.set_title(name)
+        ax.plot(steps, values, marker="o" if split != "train" else None, ms=3,
+                label=f"{split} {member}".strip())
+    ax.set_title(panel.rstrip("/@") + (" (per class)" if panel.endswith("/") else
+                                      " (per size)" if panel.endswith("@") else ""))
     ax.set_xlabel("step")
-    ax.legend(fontsize=7)
-  for ax in list(axes.flat)[len(names):]:
+    ax.legend(fontsize=6)
+  for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.tight_layout()
   _save_atomically(fig, path)
