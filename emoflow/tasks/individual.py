@@ -22,6 +22,11 @@ def normalize_faces(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 127.5 - 1.0
 
 
+def _at_least_float32(x: jax.Array) -> jax.Array:
+  """bfloat16/float16 logits go up to float32 for the softmax; float64 stays float64."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
   """w_c = N / (C * n_c), so every class contributes equally; absent classes get 0."""
   counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes).astype(np.float64)
@@ -32,7 +37,7 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> np.ndarra
 def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: jax.Array,
                            mask: jax.Array | None = None) -> jax.Array:
   """sum_i w[y_i] * CE_i / sum_i w[y_i] (PyTorch's weighted mean), over unmasked i."""
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+  log_probs = jax.nn.log_softmax(_at_least_float32(logits))
   nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
   w = class_weights[labels]
   if mask is not None:
@@ -43,7 +48,7 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: 
 def predict(model, variables, images: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Emotion probabilities [B, 8] and embeddings [B, M] of uint8 aligned faces."""
   logits, embedding = model.apply(variables, normalize_faces(images), train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32)), embedding
+  return jax.nn.softmax(_at_least_float32(logits)), embedding
 
 
 def make_train_step(model, class_weights: np.ndarray):
