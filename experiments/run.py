@@ -2,13 +2,15 @@
 
 NAME is a file in experiments/configs/ (or a path to one); its get_config(arg)
 returns the ConfigDict. The run lives in --workdir (default runs/NAME): the
-config as JSON, checkpoints, metrics.csv, plots/ and results.md. Starting the
+config as JSON, checkpoints, metrics.csv, plots/ and results.md (--mode=eval
+writes results_SPLIT.md). Starting the
 same command again resumes from the latest checkpoint. A user mistake (unknown
 config, bad value, missing data) ends with one line on stderr and exit code 2;
 --debug shows the traceback instead.
 """
 
 import functools
+import importlib.util
 import json
 import os
 import sys
@@ -57,10 +59,33 @@ def resolve_config_argv(argv: list[str]) -> tuple[list[str], str]:
           raise UserError(f"unknown config {base!r}; known: {', '.join(known_configs())}")
       name = os.path.basename(path)[:-3] + (f"_{arg}" if arg else "")
       out[i] = f"--config={path}{sep}{arg}"
+      check_override_keys(_load_config(path, arg or None), out)
       break
   if name is None:
     raise UserError(f"--config=NAME is required; known: {', '.join(known_configs())}")
   return out, name
+
+
+def _load_config(path: str, arg: str | None):
+  spec = importlib.util.spec_from_file_location("_emoflow_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def check_override_keys(config, argv: list[str]) -> None:
+  """One-line error for a --config.a.b=v whose key the config does not have."""
+  for token in argv:
+    if not token.startswith("--config."):
+      continue
+    node = config
+    path = token[len("--config."):].split("=", 1)[0]
+    for depth, key in enumerate(path.split(".")):
+      if not hasattr(node, "keys") or key not in node:
+        known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group)"
+        where = ".".join(path.split(".")[:depth]) or "the config"
+        raise UserError(f"--config.{path}: no key {key!r} in {where}; it has: {known}")
+      node = node[key]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -116,7 +141,8 @@ def main(argv, run_name: str) -> None:
   text = task.results_markdown(results, title=f"{run_name} ({_MODE.value}, "
                                f"{config.data.eval_split} split)")
   print(text)
-  with atomic_open(os.path.join(workdir, "results.md")) as f:
+  name = "results.md" if _MODE.value == "train" else f"results_{config.data.eval_split}.md"
+  with atomic_open(os.path.join(workdir, name)) as f:
     f.write(text)
   print(f"\nworkdir: {workdir}")
 
@@ -134,7 +160,7 @@ def _run_main(argv, run_name: str) -> None:
 def entry() -> None:
   try:
     argv, run_name = resolve_config_argv(sys.argv)
-  except UserError as e:
+  except (UserError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   app.run(functools.partial(_run_main, run_name=run_name), argv=argv)

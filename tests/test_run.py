@@ -26,8 +26,17 @@ def test_unknown_config_lists_known_ones():
 
 def test_unknown_variant_is_one_line(tmp_path):
   result = _run("--config=emonet_synthcrowd:huge", f"--workdir={tmp_path}")
-  assert result.returncode != 0
-  assert "unknown variant 'huge' of emonet_synthcrowd; known: tiny" in result.stderr
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: unknown variant 'huge' of emonet_synthcrowd; known: tiny"]
+
+
+def test_unknown_override_key_names_the_key(tmp_path):
+  result = _run("--config=emonet_synthcrowd", "--config.optimizer.nam=adam", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "error: --config.optimizer.nam: no key 'nam' in optimizer; it has: clip_global_norm, "
+      "learning_rate, name, schedule, warmup_steps"]
 
 
 def test_missing_real_dataset_is_one_line(tmp_path):
@@ -50,8 +59,10 @@ def test_tiny_training_run_writes_its_workdir(tmp_path):
   for name in ("config.json", "metrics.csv", "results.md", "plots/curves.png",
                "plots/confusion_matrix.png", "checkpoints/6"):
     assert os.path.exists(tmp_path / "run" / name), name
-  evaluated = _run(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval")
+  evaluated = _run(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval",
+                   "--config.data.eval_split=test")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  assert os.path.exists(tmp_path / "run" / "results_test.md")
   changed = _run(*_tiny(tmp_path, tmp_path / "run"), "--config.optimizer.learning_rate=0.5")
   assert changed.returncode == 2
   assert "holds a run with a different config (optimizer.learning_rate" in changed.stderr
