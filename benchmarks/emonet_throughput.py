@@ -12,6 +12,7 @@ show occasional slow rounds.
 
 import argparse
 import os
+import platform
 import statistics
 import time
 
@@ -24,6 +25,18 @@ from emoflow.models.emonet import count_macs
 
 INFER_BATCHES = (1, 32, 256)
 TRAIN_BATCH = 64
+
+
+def cpu_model() -> str:
+  """The host CPU's model name (Linux), so a table says which processor it was."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -115,7 +128,7 @@ def main():
                train_faces_per_s(net, variables, repeats)))
 
   dev = jax.devices()[0]
-  print(f"device: {dev.platform} / {dev.device_kind}, {os.cpu_count()} CPUs, "
+  print(f"device: {dev.platform} / {dev.device_kind} ({cpu_model()}), {os.cpu_count()} CPUs, "
         f"jax {jax.__version__}")
   print(f"parameters: {n_params:,} | model: {model_mb:.2f} MB (float32 params"
         f" + batch_stats) | MACs/face: {macs / 1e6:.1f} M | sgemm peak: "

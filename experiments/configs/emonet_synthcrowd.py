@@ -3,7 +3,7 @@
 Run:   python -m experiments.run --config=emonet_synthcrowd
 Gave:  validation mAC 70.44%, UAR 0.7044, F1 0.7034 (chance 12.5%); accuracy by face
        height 40.2% (8-15 px), 65.2% (16-31), 85.9% (32-63), 93.1% (64-120).
-       12.5 minutes on 2 Zen 4 cores, no GPU, jax 0.10.2, rendering the data included.
+       12.5 minutes on 2 Intel Xeon cores, no GPU, jax 0.10.2, rendering the data included.
 
 The dataset synthcrowd/faces_small (12,000 train / 1,600 validation faces,
 8 to 120 px tall before alignment) is rendered on first use into
