@@ -36,6 +36,12 @@ def _class_weights(config, source) -> np.ndarray:
   return individual.inverse_frequency_weights(labels, config.model.num_classes)
 
 
+def _prepare(config):
+  """The dataset's TFDS builder, built first if absent."""
+  return loaders.prepare(config.data.name, config.data.config, config.data.data_dir,
+                         config.data.get("manual_dir"))
+
+
 def _evaluate_fn(config, model, mesh, builder, split: str):
   source = loaders.split_source(builder, split)
   return individual.make_evaluate(
@@ -47,8 +53,8 @@ def train(config, workdir: str) -> dict:
   """Builds the data if absent, trains with fit() (resuming), returns the final evaluation."""
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  builder = loaders.prepare(config.data.name, config.data.config, config.data.data_dir,
-                            config.data.get("manual_dir"))
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  builder = _prepare(config)
   train_source = loaders.split_source(builder, config.data.train_split)
   model = _model(config)
   state = _initial_state(config, model, config.num_steps)
@@ -70,8 +76,8 @@ def train(config, workdir: str) -> dict:
 def evaluate(config, workdir: str) -> dict:
   """Evaluates the best checkpoint in `workdir` on `config.data.eval_split`."""
   mesh = parallel.make_data_mesh()
-  builder = loaders.prepare(config.data.name, config.data.config, config.data.data_dir,
-                            config.data.get("manual_dir"))
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  builder = _prepare(config)
   model = _model(config)
   checkpoints = checkpoint.Checkpoints(
       os.path.join(workdir, "checkpoints"), best_metric=config.checkpoint.best_metric,

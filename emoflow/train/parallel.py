@@ -32,10 +32,10 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-  """Per-process batch size; one-line error when the batch does not divide over devices."""
+def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "batch_size") -> int:
+  """Per-process batch size; one-line error (naming the config key) when it does not divide."""
   if global_batch_size % mesh.size:
-    raise ValueError(f"batch_size {global_batch_size} is not divisible by the {mesh.size} "
+    raise ValueError(f"{name} {global_batch_size} is not divisible by the {mesh.size} "
                      "devices of the mesh")
   return global_batch_size // jax.process_count()
 
