@@ -9,6 +9,7 @@ workdir. The RNG of step k is fold_in(seed, k) and batch k is a function of
 (seed, k), so a resumed run computes what an uninterrupted one does.
 """
 
+import math
 import os
 import time
 from typing import Callable, Iterator
@@ -19,7 +20,7 @@ import tqdm
 
 from emoflow.train import parallel, plots
 from emoflow.train.checkpoint import Checkpoints
-from emoflow.train.metrics_log import MetricsLog, is_finite
+from emoflow.train.metrics_log import MetricsLog
 from emoflow.train.state import TrainState
 
 
@@ -83,7 +84,7 @@ def fit(*, workdir: str, state: TrainState, train_step: Callable,
         bar.update(1)
         in_flight = None
         means["seconds_per_step"] = (time.perf_counter() - tick) / len(pending)
-        if not is_finite(means["loss"]):
+        if not math.isfinite(means["loss"]):
           checkpoints.wait()  # so that the message names the checkpoint really on disk
           raise NonFiniteLossError(
               f"loss became {means['loss']} by step {done}; the last good checkpoint is step "

@@ -6,7 +6,6 @@ dropped, so a resumed run's table equals an uninterrupted run's.
 """
 
 import csv
-import math
 import os
 
 from emoflow.fileio import atomic_open
@@ -43,7 +42,3 @@ def _parse(row: dict) -> dict:
     if key not in _LEADING and value != "":
       parsed[key] = float(value)
   return parsed
-
-
-def is_finite(value) -> bool:
-  return math.isfinite(float(value))
