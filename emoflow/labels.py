@@ -39,3 +39,39 @@ def emotion_index(name: str) -> int:
     return EMOTIONS.index(name)
   except ValueError:
     raise ValueError(f"unknown emotion {name!r}; known: {', '.join(EMOTIONS)}") from None
+
+
+# The group class an individual emotion votes for: SynthCrowd draws group
+# members from it and score averaging (FeA) maps face scores through it.
+EMOTION_VALENCE = {
+    "neutral": "neutral",
+    "happy": "positive",
+    "sad": "negative",
+    "surprised": "positive",
+    "fearful": "negative",
+    "disgusted": "negative",
+    "angry": "negative",
+    "awed": "positive",
+}
+
+# AffectNet's expression codes 0-7 (codes 8-10, none/uncertain/no-face, are
+# not expressions and are dropped). Codes 0-6 coincide with EMOTIONS 0-6;
+# code 7 is contempt, which EMOTIONS lacks (it has awed there instead).
+AFFECTNET_EXPRESSIONS = (
+    "neutral",
+    "happy",
+    "sad",
+    "surprised",
+    "fearful",
+    "disgusted",
+    "angry",
+    "contempt",
+)
+
+
+def group_emotion_index(name: str) -> int:
+  """Class index of a group/frame/video label (case-insensitive); one-line error if unknown."""
+  try:
+    return GROUP_EMOTIONS.index(name.lower())
+  except ValueError:
+    raise ValueError(f"unknown group emotion {name!r}; known: {', '.join(GROUP_EMOTIONS)}") from None

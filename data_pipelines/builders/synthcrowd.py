@@ -16,6 +16,7 @@ from concurrent import futures
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines.builders import records
 from data_pipelines.synthcrowd import faces as synth_faces
 from emoflow.labels import EMOTIONS
 from emoflow.vision import align
@@ -71,13 +72,7 @@ class Synthcrowd(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(112, 112, 3), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            "emotion": tfds.features.ClassLabel(names=EMOTIONS),
-            "face_px": tfds.features.Scalar(dtype=np.int32),
-            "source": tfds.features.Text(),
-        }),
+        features=records.faces_features(),
         supervised_keys=("image", "emotion"),
         description=__doc__)
 
