@@ -1,11 +1,36 @@
-"""grain pipelines over the TFDS ArrayRecord datasets: faces (this slice), groups, clips.
+"""grain pipelines over the TFDS ArrayRecord datasets: faces, groups (padded + mask), clips.
 
-Training batches are a pure function of (seed, step): a per-epoch shuffle,
-a per-example seeded augmentation and fixed-size batches, sliced from the
-requested step, so a resumed run sees exactly the batches it would have.
-Each JAX process reads only its own 1/process_count of every batch.
+Training batches are a pure function of (seed, step): a per-epoch shuffle, a
+per-example seeded random transform (augmentation; for clips also where the
+frame window starts) and fixed-size batches, sliced from the requested step,
+so a resumed run sees exactly the batches it would have. Each JAX process
+reads only its own 1/process_count of every global batch; which examples and
+random draws make up global batch b does not depend on the process count.
+Evaluation batches cover a split once, in order, padded with valid=False.
+
+Groups (`*_group_batches`): a group's faces fill N = max_faces slots in record
+order, which is largest face first (records.py). A group with more than N
+faces keeps its first N, the largest ones, and `num_faces` holds the true
+count, so truncation is never silent. Empty slots are zero, with mask False
+and face_emotions -1.
+
+Clips (`*_clip_batches`): T = num_frames of a clip's annotated frames, every
+frame_stride-th (the stride counts annotated frames; frame_indices gives
+their frame numbers in the video). Training starts the window at a seeded
+random frame, chosen so the window fits inside the clip when it can;
+evaluation starts at the clip's first frame. A clip shorter than the window is
+padded: frame_mask False, frame_labels and frame_indices -1. A frame's groups
+fill G = max_groups slots in record order; a frame with more than G keeps the
+G with most faces (ties: the earlier record), still in record order, and
+`num_groups` holds the true count. A group's faces fill N slots as for groups.
+
+Feature mode: records written by the feature cache (data_pipelines/builders/
+features.py) carry per-face `embeddings` [F, M] and `logits` [F, C] instead of
+`faces`; the same loaders then return those (float32, zero padded) in place
+of `faces`, and nothing is augmented.
 """
 
+import functools
 import os
 
 import grain
@@ -14,6 +39,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import builders
+from data_pipelines.builders.records import FACE_SIDE, UNKNOWN
+
+_FEATURE_KEYS = ("embeddings", "logits")
+_FACE_FIELDS = ("face_boxes", "face_px", "face_emotions")
 
 
 def prepare(name: str, config: str, data_dir: str, manual_dir: str | None = None):
@@ -48,38 +77,203 @@ def augment_face(image: np.ndarray, rng: np.random.Generator, max_shift: int = 4
   return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _face_example(record: dict) -> dict:
-  return {"image": record["image"], "label": np.int32(record["emotion"]),
-          "face_px": np.int32(record["face_px"])}
+def _train_batches(source, example_fn, *, batch_size: int, seed: int, num_steps: int,
+                   start_step: int, read_threads: int, workers: int):
+  """This process's share of global batches start_step .. num_steps-1 of `example_fn`.
 
-
-def train_face_batches(source, *, batch_size: int, seed: int, num_steps: int, start_step: int = 0,
-                       augment: bool = True, read_threads: int = 2, workers: int = 0):
-  """Iterator over this process's share of global batches start_step .. num_steps-1."""
+  `example_fn(record, rng)` draws from an rng seeded by the example's global
+  position, so the draws do not depend on the number of processes.
+  """
   process_count, process_index = jax.process_count(), jax.process_index()
   local_batch = batch_size // process_count
   epochs = -(-num_steps * batch_size // len(source)) + 1
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(epochs)
-  ds = ds[: num_steps * batch_size][process_index::process_count].map(_face_example)
-  if augment:
-    ds = ds.random_map(lambda ex, rng: {**ex, "image": augment_face(ex["image"], rng)},
-                       seed=seed + 1)
-  ds = ds.batch(local_batch, drop_remainder=True)[start_step:]
+  ds = ds[: num_steps * batch_size].random_map(example_fn, seed=seed + 1)
+  ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)[start_step:]
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * local_batch))
   if workers:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(it)
 
 
-def eval_face_batches(source, batch_size: int):
-  """This process's share of fixed-size batches covering the split once; padding has valid=False."""
+def _eval_batches(source, batch_size: int, example_fn):
+  """This process's share of fixed-size batches of `example_fn(record, None)` covering the split once.
+
+  Padding examples repeat record 0 and have valid=False.
+  """
   process_count, process_index = jax.process_count(), jax.process_index()
   local_batch = batch_size // process_count
   num_batches = -(-len(source) // batch_size)
   for b in range(num_batches):
     indices = b * batch_size + process_index * local_batch + np.arange(local_batch)
     valid = indices < len(source)
-    examples = [_face_example(source[int(i)]) for i in np.where(valid, indices, 0)]
+    examples = [example_fn(source[int(i)], None) for i in np.where(valid, indices, 0)]
     batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
     batch["valid"] = valid
     yield batch
+
+
+def _face_example(record: dict, rng: np.random.Generator | None, *, augment: bool) -> dict:
+  image = augment_face(record["image"], rng) if augment else record["image"]
+  return {"image": image, "label": np.int32(record["emotion"]),
+          "face_px": np.int32(record["face_px"])}
+
+
+def train_face_batches(source, *, batch_size: int, seed: int, num_steps: int, start_step: int = 0,
+                       augment: bool = True, read_threads: int = 2, workers: int = 0):
+  """Iterator over this process's share of faces batches start_step .. num_steps-1."""
+  return _train_batches(source, functools.partial(_face_example, augment=augment),
+                        batch_size=batch_size, seed=seed, num_steps=num_steps,
+                        start_step=start_step, read_threads=read_threads, workers=workers)
+
+
+def eval_face_batches(source, batch_size: int):
+  """This process's share of fixed-size faces batches covering the split once; padding has valid=False."""
+  return _eval_batches(source, batch_size, functools.partial(_face_example, augment=False))
+
+
+def _scatter(values, slots, shape, fill=0) -> np.ndarray:
+  """An array of `shape` + the trailing shape of `values`, `fill` except `values` at `slots`."""
+  values = np.asarray(values)
+  out = np.full(tuple(shape) + values.shape[1:], fill, values.dtype)
+  out[slots] = values
+  return out
+
+
+def _rank_within(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
+  """Each element's position among the elements with its key, counted in `order`.
+
+  `order` must sort `keys` ascending (it may break ties any way).
+  """
+  sorted_keys = keys[order]
+  rank = np.empty(len(keys), np.int64)
+  rank[order] = np.arange(len(keys)) - np.searchsorted(sorted_keys, sorted_keys)
+  return rank
+
+
+def _place_faces(record: dict, keep: np.ndarray, slots: tuple, shape: tuple,
+                 rng: np.random.Generator | None) -> dict:
+  """Faces `keep` of `record` put at `slots` of arrays of `shape` (+ a face's own shape).
+
+  Returns the face payload (`faces`, augmented when `rng` is given, or the
+  cached `embeddings` and `logits`), face_boxes, face_px, face_emotions (-1
+  where empty) and `mask`, True where a slot holds a face.
+  """
+  payload = _FEATURE_KEYS if "embeddings" in record else ("faces",)
+  out = {"mask": _scatter(np.ones(len(keep), bool), slots, shape, False)}
+  for key in payload + _FACE_FIELDS:
+    if key == "faces":
+      faces = [record["faces"][i] for i in keep]
+      if rng is not None:
+        faces = [augment_face(face, rng) for face in faces]
+      values = np.stack(faces) if faces else np.zeros((0, FACE_SIDE, FACE_SIDE, 3), np.uint8)
+    else:
+      values = np.asarray(record[key])[keep]
+    out[key] = _scatter(values, slots, shape, UNKNOWN if key == "face_emotions" else 0)
+  return out
+
+
+def _group_example(record: dict, rng: np.random.Generator | None, *, max_faces: int,
+                   augment: bool) -> dict:
+  count = len(record["face_px"])
+  keep = np.arange(min(count, max_faces))
+  return {**_place_faces(record, keep, (keep,), (max_faces,), rng if augment else None),
+          "num_faces": np.int32(count),
+          "group_box": np.asarray(record["group_box"], np.float32),
+          "label": np.int32(record["label"])}
+
+
+def train_group_batches(source, *, batch_size: int, max_faces: int, seed: int, num_steps: int,
+                        start_step: int = 0, augment: bool = True, read_threads: int = 2,
+                        workers: int = 0):
+  """Iterator over this process's share of groups batches start_step .. num_steps-1.
+
+  A batch: faces uint8 [B, N, 112, 112, 3] (or embeddings [B, N, M] and
+  logits [B, N, C]), mask bool [B, N], face_boxes [B, N, 4], face_px [B, N],
+  face_emotions [B, N], num_faces [B] (true counts), group_box [B, 4], label [B];
+  B = batch_size / process_count, N = max_faces.
+  """
+  return _train_batches(source, functools.partial(_group_example, max_faces=max_faces,
+                                                  augment=augment),
+                        batch_size=batch_size, seed=seed, num_steps=num_steps,
+                        start_step=start_step, read_threads=read_threads, workers=workers)
+
+
+def eval_group_batches(source, batch_size: int, max_faces: int):
+  """This process's share of groups batches covering the split once, plus valid [B]."""
+  return _eval_batches(source, batch_size,
+                       functools.partial(_group_example, max_faces=max_faces, augment=False))
+
+
+def _clip_example(record: dict, rng: np.random.Generator | None, *, num_frames: int,
+                  frame_stride: int, max_groups: int, max_faces: int, augment: bool) -> dict:
+  """A window of T frames x G groups x N faces of one clip (rules in the module docstring)."""
+  total = len(record["frame_indices"])
+  latest_start = max(total - (num_frames - 1) * frame_stride - 1, 0)
+  start = int(rng.integers(latest_start + 1)) if rng is not None else 0
+  window = np.arange(start, total, frame_stride)[:num_frames]  # positions of the chosen frames
+  frame_slot = np.full(total, -1)
+  frame_slot[window] = np.arange(len(window))
+  frames, frames_shape = (np.arange(len(window)),), (num_frames,)
+
+  group_frame, face_group = np.asarray(record["group_frame"]), np.asarray(record["face_group"])
+  ids = np.arange(len(group_frame))
+  sizes = np.bincount(face_group, minlength=len(ids)).astype(np.int32)
+  kept = _rank_within(group_frame, np.lexsort((ids, -sizes, group_frame))) < max_groups
+  group_slot = np.full(len(ids), -1)
+  group_slot[kept] = _rank_within(group_frame[kept], np.argsort(group_frame[kept], kind="stable"))
+  group_t = frame_slot[group_frame]
+  in_window = (group_t >= 0) & (group_slot >= 0)
+  groups = np.flatnonzero(in_window)
+  group_at, groups_shape = (group_t[groups], group_slot[groups]), (num_frames, max_groups)
+
+  face_rank = _rank_within(face_group, np.argsort(face_group, kind="stable"))
+  keep = np.flatnonzero(in_window[face_group] & (face_rank < max_faces))
+  face_at = (group_t[face_group[keep]], group_slot[face_group[keep]], face_rank[keep])
+  faces = _place_faces(record, keep, face_at, (*groups_shape, max_faces), rng if augment else None)
+  faces["face_mask"] = faces.pop("mask")
+  return {
+      **faces,
+      "num_faces": _scatter(sizes[groups], group_at, groups_shape),
+      "group_mask": _scatter(np.ones(len(groups), bool), group_at, groups_shape, False),
+      "group_boxes": _scatter(np.asarray(record["group_boxes"], np.float32)[groups], group_at,
+                              groups_shape),
+      "group_labels": _scatter(np.asarray(record["group_labels"], np.int32)[groups], group_at,
+                               groups_shape, UNKNOWN),
+      "num_groups": _scatter(np.bincount(group_frame, minlength=total)[window].astype(np.int32),
+                             frames, frames_shape),
+      "frame_mask": _scatter(np.ones(len(window), bool), frames, frames_shape, False),
+      "frame_labels": _scatter(np.asarray(record["frame_labels"], np.int32)[window], frames,
+                               frames_shape, UNKNOWN),
+      "frame_indices": _scatter(np.asarray(record["frame_indices"], np.int32)[window], frames,
+                                frames_shape, UNKNOWN),
+      "fps": np.float32(record["fps"]),
+      "label": np.int32(record["label"]),
+  }
+
+
+def train_clip_batches(source, *, batch_size: int, num_frames: int, frame_stride: int,
+                       max_groups: int, max_faces: int, seed: int, num_steps: int,
+                       start_step: int = 0, augment: bool = True, read_threads: int = 2,
+                       workers: int = 0):
+  """Iterator over this process's share of clips batches start_step .. num_steps-1.
+
+  A batch (B = batch_size / process_count, T = num_frames, G = max_groups,
+  N = max_faces): faces uint8 [B, T, G, N, 112, 112, 3] (or embeddings
+  [B, T, G, N, M] and logits [B, T, G, N, C]), face_mask, face_boxes (+ [4]),
+  face_px, face_emotions [B, T, G, N]; num_faces (true counts), group_mask,
+  group_boxes (+ [4]), group_labels [B, T, G]; num_groups (true counts),
+  frame_mask, frame_labels, frame_indices [B, T]; fps, label [B].
+  """
+  example_fn = functools.partial(_clip_example, num_frames=num_frames, frame_stride=frame_stride,
+                                 max_groups=max_groups, max_faces=max_faces, augment=augment)
+  return _train_batches(source, example_fn, batch_size=batch_size, seed=seed, num_steps=num_steps,
+                        start_step=start_step, read_threads=read_threads, workers=workers)
+
+
+def eval_clip_batches(source, batch_size: int, *, num_frames: int, frame_stride: int,
+                      max_groups: int, max_faces: int):
+  """This process's share of clips batches (windows from frame 0) covering the split once, plus valid."""
+  return _eval_batches(source, batch_size, functools.partial(
+      _clip_example, num_frames=num_frames, frame_stride=frame_stride, max_groups=max_groups,
+      max_faces=max_faces, augment=False))

@@ -1,0 +1,1 @@
+"""Test assets that must be importable as a package (TFDS builders live inside a package)."""
