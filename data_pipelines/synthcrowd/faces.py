@@ -9,6 +9,12 @@ large face therefore shows its expression clearly, while an 8-pixel face is
 as ambiguous after alignment as a real one: the information is gone, not
 hidden. Everything random comes from the caller's numpy Generator, so a seed
 reproduces the image bit for bit.
+
+render_face draws a new person on a background. Crowds use the parts: a
+person (sample_identity) is drawn once per expression as a cut-out
+(draw_portrait without background), then resized per video frame
+(resize_portrait), composited onto the scene, and the whole frame is
+photographed once (photograph).
 """
 
 import dataclasses
@@ -30,6 +36,7 @@ _FACE_H = 120  # face height on the canvas before a jaw drop lengthens it
 _TOP = 44  # canvas row of the top of the head
 _PIVOT_V = 0.55  # head roll turns about this height on the midline
 _SHIFT = 4  # fractional bits of the fixed-point coordinates given to cv2
+_FADE = 40  # bottom canvas rows over which a background-free portrait fades out
 _AA = cv2.LINE_AA
 
 
@@ -100,7 +107,8 @@ def _fixed(points):
 
 
 def _rgb(colour):
-  return tuple(min(255.0, max(0.0, float(c))) for c in colour)
+  """An opaque cv2 colour: RGB images ignore the alpha, RGBA canvases get 255."""
+  return tuple(min(255.0, max(0.0, float(c))) for c in colour) + (255.0,)
 
 
 def _fill(img, points, colour):
@@ -199,7 +207,7 @@ def _skin_tone(rng):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Identity:
+class Identity:
   """Who is in the picture: everything about the face but the expression.
 
   Geometry is in face heights (see _Frame), colours are RGB.
@@ -231,13 +239,14 @@ class _Identity:
   glasses: np.ndarray | None
 
 
-def _sample_identity(rng):
+def sample_identity(rng: np.random.Generator) -> Identity:
+  """A random person: face shape, colouring, hair and accessories."""
   skin = _skin_tone(rng)
   eye_v = rng.uniform(0.43, 0.47)
   mouth_v = eye_v + rng.uniform(0.31, 0.35)
   style = _HAIR_STYLES[rng.integers(len(_HAIR_STYLES))]
   hairline = rng.uniform(0.13, 0.22)
-  return _Identity(
+  return Identity(
       half_width=rng.uniform(0.35, 0.41),
       taper=rng.uniform(0.1, 0.35),
       eye_v=eye_v,
@@ -531,43 +540,127 @@ def _draw_occluder(img, rng, frame, ident):
 # --- rendering -----------------------------------------------------------------
 
 
-def _draw(rng, ident, au, frame, occluded):
-  """The scene on the canvas: image, landmarks [5, 2] and head outline, in pixels."""
-  img = _background(rng)
-  _draw_body(img, frame, ident)
-  outline = _draw_head(img, frame, ident)
-  eyes = [_draw_eye(img, frame, ident, au, side) for side in (-1, 1)]
-  _draw_brows(img, frame, ident, au)
-  nose = _draw_nose(img, frame, ident, au)
-  mouth = _draw_mouth(img, frame, ident, au)
-  if ident.glasses is not None:
-    _draw_glasses(img, frame, ident)
+@dataclasses.dataclass(frozen=True)
+class Portrait:
+  """A person drawn once on the canvas, to be resized to any face size.
+
+  Drawing is the expensive part (about 2 ms), resizing the cheap one, so a
+  crowd video draws each person once per expression and only resizes per
+  frame. With a background the canvas is RGB; without one it is RGBA with
+  premultiplied colour, its alpha the anti-aliased silhouette of head, hair
+  and shoulders (faded out towards the bottom edge, where the body is cut),
+  ready to composite over a scene. Geometry is in canvas pixels.
+  """
+
+  canvas: np.ndarray  # uint8 [224, 224, 3] RGB or [224, 224, 4] premultiplied RGBA
+  landmarks: np.ndarray  # float64 [5, 2] (x, y), the RenderedFace order
+  outline: np.ndarray  # float64 [n, 2] head outline (skull to chin)
+  head_px: float  # upright head height on the canvas; a jaw drop lengthens it
+  emotion: int
+  action_units: dict
+  distractors: tuple
+
+
+def draw_portrait(rng: np.random.Generator, identity: Identity, emotion: int,
+                  difficulty: FaceDifficulty = FaceDifficulty(),
+                  background: bool = True) -> Portrait:
+  """Draws `identity` showing `emotion` in a random pose (and maybe an occluder).
+
+  Only the expression, pose and occluder are drawn from `rng`, so one
+  identity drawn twice is the same person with another expression.
+  `difficulty`'s camera degradations are not applied here (see photograph).
+  """
+  if not 0 <= emotion < len(EMOTIONS):
+    raise ValueError(f"emotion index {emotion} is not in [0, {len(EMOTIONS)})")
+  units, distractors = _sample_action_units(rng, emotion, difficulty)
+  au = {k: units.get(k, 0.0) for k in ACTION_UNITS}
+  frame = _Frame(identity.half_width,
+                 yaw=rng.uniform(-difficulty.max_yaw, difficulty.max_yaw),
+                 roll_deg=rng.uniform(-difficulty.max_roll_deg, difficulty.max_roll_deg),
+                 jaw=0.09 * au[26])
+  occluded = rng.uniform() < difficulty.occluder_prob
+  img = _background(rng) if background else np.zeros((_CANVAS, _CANVAS, 4), np.uint8)
+  _draw_body(img, frame, identity)
+  outline = _draw_head(img, frame, identity)
+  eyes = [_draw_eye(img, frame, identity, au, side) for side in (-1, 1)]
+  _draw_brows(img, frame, identity, au)
+  nose = _draw_nose(img, frame, identity, au)
+  mouth = _draw_mouth(img, frame, identity, au)
+  if identity.glasses is not None:
+    _draw_glasses(img, frame, identity)
   if occluded:
-    _draw_occluder(img, rng, frame, ident)
-  return img, np.stack([eyes[0], eyes[1], nose, mouth[0], mouth[1]]), outline
+    _draw_occluder(img, rng, frame, identity)
+  if not background:
+    fade = np.linspace(1, 0, _FADE, dtype=np.float32)[:, None, None]
+    img[-_FADE:] = (img[-_FADE:] * fade).astype(np.uint8)
+  return Portrait(canvas=img, landmarks=np.stack([eyes[0], eyes[1], nose, mouth[0], mouth[1]]),
+                  outline=outline, head_px=_FACE_H * (1 + frame.jaw), emotion=int(emotion),
+                  action_units=units, distractors=distractors)
 
 
-def _photograph(rng, img, difficulty):
-  """What a camera adds, in output pixels: blur, shading, noise and JPEG.
+def resize_portrait(portrait: Portrait, face_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The canvas resized so the head is `face_px` tall: (image, box [4], landmarks [5, 2]).
+
+  Box and landmarks are float32 in the resized image's pixels; the image
+  keeps the canvas's channels.
+  """
+  if face_px <= 0:
+    raise ValueError(f"face_px must be positive, got {face_px}")
+  side = max(1, round(_CANVAS * face_px / portrait.head_px))
+  scale = side / _CANVAS
+  shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+  img = cv2.resize(portrait.canvas, (side, side), interpolation=shrink)
+  # cv2.resize maps pixel centres: x_out = (x_in + 0.5) * scale - 0.5.
+  landmarks = (portrait.landmarks + 0.5) * scale - 0.5
+  outline = (portrait.outline + 0.5) * scale - 0.5
+  box = np.concatenate([outline.min(0), outline.max(0)])
+  return img, box.astype(np.float32), landmarks.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+  """What stays fixed while one camera films: optical blur, shading, colour gain, noise level.
+
+  A video photographs all its frames with one Camera, so light does not
+  flicker; sensor noise and compression are drawn afresh per picture.
+  """
+
+  blur_sigma: float
+  shading_angle: float  # direction of the brightness gradient, radians
+  shading_slope: float
+  gain: np.ndarray  # float32 [3], brightness times colour balance
+  noise_sigma: float  # uint8 levels
+
+
+def sample_camera(rng: np.random.Generator, difficulty: FaceDifficulty) -> Camera:
+  return Camera(
+      blur_sigma=rng.uniform(*difficulty.blur_sigma),
+      shading_angle=rng.uniform(0, 2 * np.pi),
+      shading_slope=rng.uniform(0, difficulty.max_light),
+      gain=(rng.uniform(0.75, 1.15) * (1 + rng.uniform(-0.06, 0.06, 3))).astype(np.float32),
+      noise_sigma=rng.uniform(*difficulty.noise_sigma),
+  )
+
+
+def photograph(rng: np.random.Generator, img: np.ndarray, difficulty: FaceDifficulty,
+               camera: Camera | None = None) -> np.ndarray:
+  """What a camera adds to an RGB image, in its pixels: blur, shading, noise and JPEG.
 
   Shading is a linear gradient times a brightness and colour gain; noise is
   grey (one value for all channels per pixel), which halves its cost and is
-  what dominates in real sensors.
+  what dominates in real sensors. Without `camera` a new one is sampled.
   """
-  sigma = rng.uniform(*difficulty.blur_sigma)
-  if sigma > 0.2:
-    img = cv2.GaussianBlur(img, (0, 0), sigma)
+  camera = camera or sample_camera(rng, difficulty)
+  if camera.blur_sigma > 0.2:
+    img = cv2.GaussianBlur(img, (0, 0), camera.blur_sigma)
   h, w = img.shape[:2]
-  angle = rng.uniform(0, 2 * np.pi)
-  slope = rng.uniform(0, difficulty.max_light)
-  gain = (rng.uniform(0.75, 1.15) * (1 + rng.uniform(-0.06, 0.06, 3))).astype(np.float32)
-  xs = np.linspace(-1, 1, w, dtype=np.float32) * np.float32(slope * math.cos(angle))
-  ys = np.linspace(-1, 1, h, dtype=np.float32) * np.float32(slope * math.sin(angle))
+  slope = camera.shading_slope
+  xs = np.linspace(-1, 1, w, dtype=np.float32) * np.float32(slope * math.cos(camera.shading_angle))
+  ys = np.linspace(-1, 1, h, dtype=np.float32) * np.float32(slope * math.sin(camera.shading_angle))
   out = img.astype(np.float32)
-  out *= (1 + ys[:, None] + xs[None, :])[..., None] * gain
-  noise = rng.uniform(*difficulty.noise_sigma)
-  if noise > 0.5:
-    out += rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(noise)
+  out *= (1 + ys[:, None] + xs[None, :])[..., None] * camera.gain
+  if camera.noise_sigma > 0.5:
+    out += rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(camera.noise_sigma)
   img = np.clip(out, 0, 255, out=out).astype(np.uint8)
   if rng.uniform() < difficulty.jpeg_prob:
     quality = int(rng.integers(difficulty.jpeg_quality[0], difficulty.jpeg_quality[1] + 1))
@@ -578,7 +671,7 @@ def _photograph(rng, img, difficulty):
 
 def render_face(rng: np.random.Generator, emotion: int, face_px: int,
                 difficulty: FaceDifficulty = FaceDifficulty()) -> RenderedFace:
-  """Renders one face showing `emotion`, `face_px` pixels tall.
+  """Renders a new person showing `emotion`, `face_px` pixels tall.
 
   Args:
     rng: the only source of randomness; equal states give equal images.
@@ -590,35 +683,16 @@ def render_face(rng: np.random.Generator, emotion: int, face_px: int,
   Returns:
     The image with its face box, 5 landmarks and the AUs drawn.
   """
-  if not 0 <= emotion < len(EMOTIONS):
-    raise ValueError(f"emotion index {emotion} is not in [0, {len(EMOTIONS)})")
   if face_px < 1:
     raise ValueError(f"face_px must be positive, got {face_px}")
-  ident = _sample_identity(rng)
-  units, distractors = _sample_action_units(rng, emotion, difficulty)
-  au = {k: units.get(k, 0.0) for k in ACTION_UNITS}
-  frame = _Frame(ident.half_width,
-                 yaw=rng.uniform(-difficulty.max_yaw, difficulty.max_yaw),
-                 roll_deg=rng.uniform(-difficulty.max_roll_deg, difficulty.max_roll_deg),
-                 jaw=0.09 * au[26])
-  occluded = rng.uniform() < difficulty.occluder_prob
-  img, landmarks, outline = _draw(rng, ident, au, frame, occluded)
-
-  side = max(1, round(_CANVAS * face_px / (_FACE_H * (1 + frame.jaw))))
-  scale = side / _CANVAS
-  shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-  img = cv2.resize(img, (side, side), interpolation=shrink)
-  # cv2.resize maps pixel centres: x_out = (x_in + 0.5) * scale - 0.5.
-  landmarks = (landmarks + 0.5) * scale - 0.5
-  outline = (outline + 0.5) * scale - 0.5
-  box = np.concatenate([outline.min(0), outline.max(0)])
-  img = _photograph(rng, img, difficulty)
+  portrait = draw_portrait(rng, sample_identity(rng), emotion, difficulty)
+  img, box, landmarks = resize_portrait(portrait, face_px)
   return RenderedFace(
-      image=img,
-      box=box.astype(np.float32),
-      landmarks=landmarks.astype(np.float32),
+      image=photograph(rng, img, difficulty),
+      box=box,
+      landmarks=landmarks,
       emotion=int(emotion),
       face_px=int(face_px),
-      action_units=units,
-      distractors=distractors,
+      action_units=portrait.action_units,
+      distractors=portrait.distractors,
   )

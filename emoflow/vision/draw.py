@@ -1,0 +1,71 @@
+"""Annotations drawn over a frame: face boxes by emotion, group boxes by label, the frame label.
+
+Shared by SynthCrowd's picture command and video inference, so ground truth
+and predictions look alike. Takes plain boxes and label names (no dataset
+types), as emoflow must not import data_pipelines.
+"""
+
+import cv2
+import numpy as np
+
+from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
+
+# RGB per label name; a label not listed (e.g. None, unknown) is drawn grey.
+COLOURS = {
+    "neutral": (200, 200, 200),
+    "happy": (255, 215, 0),
+    "surprised": (255, 140, 0),
+    "awed": (0, 220, 220),
+    "sad": (60, 110, 255),
+    "fearful": (170, 80, 255),
+    "disgusted": (120, 200, 40),
+    "angry": (255, 40, 40),
+    "positive": (40, 230, 80),
+    "negative": (255, 50, 120),
+}
+_GREY = (128, 128, 128)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _label(image, text, x, y, colour, scale):
+  """Text on a filled box of `colour`, its top-left corner at (x, y) clamped into the image."""
+  (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
+  h, w = image.shape[:2]
+  x = int(np.clip(x, 0, max(0, w - tw - 2)))
+  y = int(np.clip(y, 0, max(0, h - th - base - 2)))
+  cv2.rectangle(image, (x, y), (x + tw + 2, y + th + base + 2), colour, -1)
+  ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+  cv2.putText(image, text, (x + 1, y + th + 1), _FONT, scale, ink, 1, cv2.LINE_AA)
+
+
+def _box(image, box, colour, width):
+  x0, y0, x1, y1 = (int(round(v)) for v in box)
+  cv2.rectangle(image, (x0, y0), (x1, y1), colour, width)
+
+
+def draw_annotations(image: np.ndarray, face_boxes, face_labels, group_boxes=(), group_labels=(),
+                     frame_label: str | None = None, min_text_px: float = 14) -> np.ndarray:
+  """A copy of `image` (uint8 RGB) with the annotations drawn on it.
+
+  Boxes are x0, y0, x1, y1 in image pixels; labels are emoflow.labels names
+  (or None). Faces shorter than `min_text_px` get a box but no text, so
+  crowds stay legible. A legend of the emotion colours runs along the bottom.
+  """
+  out = np.ascontiguousarray(image).copy()
+  scale = max(0.35, out.shape[0] / 1400)
+  for box, label in zip(group_boxes, group_labels):
+    colour = COLOURS.get(label, _GREY)
+    _box(out, box, colour, 2)
+    _label(out, label or "?", box[0], box[1] - 16 * scale * 2.2, colour, scale)
+  for box, label in zip(face_boxes, face_labels):
+    colour = COLOURS.get(label, _GREY)
+    _box(out, box, colour, 1)
+    if box[3] - box[1] >= min_text_px:
+      _label(out, (label or "?")[:3], box[0], box[3] + 1, colour, 0.8 * scale)
+  if frame_label is not None:
+    _label(out, f"frame: {frame_label}", 4, 4, COLOURS.get(frame_label, _GREY), 1.4 * scale)
+  x = 4
+  for name in EMOTIONS + GROUP_EMOTIONS[:2]:
+    _label(out, name[:3], x, out.shape[0], COLOURS[name], 0.8 * scale)
+    x += cv2.getTextSize(name[:3], _FONT, 0.8 * scale, 1)[0][0] + 6
+  return out
