@@ -38,8 +38,9 @@ def test_records_are_a_pure_function_of_seed_split_index(tiny):
 
 
 def test_unknown_dataset_and_split_are_one_line_errors(tiny):
-  with pytest.raises(ValueError, match="no dataset builder named 'affectnet'; known: synthcrowd"):
-    builders.get("affectnet")
+  with pytest.raises(ValueError, match="no dataset builder named 'nosuch'; known: affectnet, "
+                     "emotiw_gaf, gecv, synthcrowd, vgaf"):
+    builders.get("nosuch")
   with pytest.raises(ValueError, match="has no split 'dev'"):
     loaders.split_source(tiny, "dev")
 

@@ -4,7 +4,11 @@ import importlib
 
 # name -> "module:Class"; modules import lazily so a missing optional source costs nothing.
 _BUILDERS = {
+    "affectnet": "data_pipelines.builders.affectnet:Affectnet",
+    "emotiw_gaf": "data_pipelines.builders.emotiw_gaf:EmotiwGaf",
+    "gecv": "data_pipelines.builders.gecv:Gecv",
     "synthcrowd": "data_pipelines.builders.synthcrowd:Synthcrowd",
+    "vgaf": "data_pipelines.builders.vgaf:Vgaf",
 }
 
 
