@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import loaders
-from emoflow.labels import EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import individual
 from emoflow.train import checkpoint, loop, optimizer, parallel
@@ -42,11 +41,21 @@ def _prepare(config):
                          config.data.get("manual_dir"))
 
 
+def class_names(config, builder) -> tuple[str, ...]:
+  """The dataset's emotion names (AffectNet's differ from SynthCrowd's), checked against the model."""
+  names = tuple(builder.info.features["emotion"].names)
+  if len(names) != config.model.num_classes:
+    raise ValueError(f"dataset {builder.info.full_name} has {len(names)} emotion classes but "
+                     f"config.model.num_classes is {config.model.num_classes}")
+  return names
+
+
 def _evaluate_fn(config, model, mesh, builder, split: str):
   source = loaders.split_source(builder, split)
   return individual.make_evaluate(
       model, lambda: loaders.eval_face_batches(source, config.eval.batch_size), mesh,
-      size_buckets=tuple(tuple(b) for b in config.eval.size_buckets))
+      size_buckets=tuple(tuple(b) for b in config.eval.size_buckets),
+      class_names=class_names(config, builder))
 
 
 def train(config, workdir: str) -> dict:
@@ -69,7 +78,7 @@ def train(config, workdir: str) -> dict:
       num_steps=config.num_steps, seed=config.seed, mesh=mesh, log_every=config.log_every,
       eval_every=config.eval.every, keep_latest=config.checkpoint.keep_latest,
       best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
-      class_names=EMOTIONS)
+      class_names=class_names(config, builder))
   return outcome["eval"]
 
 
@@ -93,13 +102,14 @@ def evaluate(config, workdir: str) -> dict:
 
 def results_markdown(results: dict, title: str) -> str:
   """The paper's individual-level numbers as markdown: summary, per emotion, per face size."""
+  names = [k[len("acc/"):] for k in results if k.startswith("acc/")]
   lines = [f"## {title}", "", "| mAC | UAR | F1 |", "|---|---|---|",
            f"| {results['mAC']:.2%} | {results['UAR']:.4f} | {results['F1']:.4f} |", "",
-           "| " + " | ".join(EMOTIONS) + " |", "|" + "---|" * len(EMOTIONS),
-           "| " + " | ".join(f"{results[f'acc/{e}']:.1%}" for e in EMOTIONS) + " |"]
+           "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+           "| " + " | ".join(f"{results[f'acc/{e}']:.1%}" for e in names) + " |"]
   buckets = [k[len("acc@"):] for k in results if k.startswith("acc@")]
   if buckets:
     lines += ["", "| face size | faces | accuracy |", "|---|---|---|"]
     lines += [f"| {b} | {results[f'n@{b}']} | {results[f'acc@{b}']:.1%} |" for b in buckets]
-  lines.append(f"\nchance: {1 / len(EMOTIONS):.1%}")
+  lines.append(f"\nchance: {1 / len(names):.1%}")
   return "\n".join(lines) + "\n"

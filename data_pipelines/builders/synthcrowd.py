@@ -1,11 +1,19 @@
 """TFDS builder `synthcrowd`: procedural SynthCrowd records, ArrayRecord, no TensorFlow.
 
-Config `faces*`: aligned 112x112 faces with one of the 8 emotions, rendered by
-data_pipelines.synthcrowd.faces and aligned by emoflow.vision.align — the same
-5-point path real data takes. Every example is a pure function of
-(config seed, split, index), so a dataset is reproducible from its name.
-Configs differ only in size: faces_tiny (tests), faces_small (the CPU
-demonstration), faces (full).
+Three kinds of config, each in sizes tiny (tests), small (the CPU
+demonstration) and full:
+- `faces*`: aligned 112x112 faces with one of the 8 emotions, rendered by
+  data_pipelines.synthcrowd.faces and aligned by emoflow.vision.align — the
+  same 5-point path real data takes. num_examples counts faces.
+- `groups*`: crowd frames from data_pipelines.synthcrowd.crowds, cut into
+  group records (records.groups_features). num_examples counts frames; each
+  frame gives one record per group.
+- `clips*`: crowd videos from data_pipelines.synthcrowd.videos, written as
+  mp4 + annotation JSON under DATA_DIR/downloads/synthcrowd/CONFIG/SPLIT/
+  (the GECV layout) and ingested by the gecv builder's own code into clips
+  records (records.clips_features). num_examples counts videos.
+Every example is a pure function of (config seed, split, index), so a
+dataset is reproducible from its name.
 """
 
 import dataclasses
@@ -16,7 +24,8 @@ from concurrent import futures
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.builders import records
+from data_pipelines.builders import gecv, records
+from data_pipelines.synthcrowd import crowds, videos
 from data_pipelines.synthcrowd import faces as synth_faces
 from emoflow.labels import EMOTIONS
 from emoflow.vision import align
@@ -26,17 +35,30 @@ _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 
 @dataclasses.dataclass
 class SynthcrowdConfig(tfds.core.BuilderConfig):
-  """Split sizes, the face height range in pixels, and the generator seed."""
+  """What is rendered (kind), how many per split, and how: seed, face sizes, crowd, video."""
+  kind: str = "faces"
   num_examples: dict = dataclasses.field(default_factory=dict)
   face_px_range: tuple = (8, 120)
   seed: int = 0
+  crowd: crowds.CrowdDifficulty = crowds.CrowdDifficulty()
+  video: videos.VideoSpec = videos.VideoSpec()
+  frames_per_second: float = 2.0  # clips: frames kept per second of video
 
 
-def _faces_config(name: str, train: int, validation: int, test: int) -> SynthcrowdConfig:
+def _config(kind: str, size: str, counts: tuple, **kwargs) -> SynthcrowdConfig:
+  name = kind if size == "full" else f"{kind}_{size}"
+  unit = {"faces": "aligned faces", "groups": "crowd frames cut into groups",
+          "clips": "crowd videos"}[kind]
   return SynthcrowdConfig(
-      name=name,
-      description=f"aligned faces, 8 emotions: {train}/{validation}/{test} train/validation/test",
-      num_examples={"train": train, "validation": validation, "test": test})
+      name=name, kind=kind,
+      description=f"{unit}: {counts[0]}/{counts[1]}/{counts[2]} train/validation/test",
+      num_examples=dict(zip(("train", "validation", "test"), counts)), **kwargs)
+
+
+_SMALL_CROWD = crowds.CrowdDifficulty(num_faces=(2, 40))
+_TINY_CROWD = crowds.CrowdDifficulty(num_faces=(2, 16), num_groups=(1, 3))
+_SMALL_VIDEO = videos.VideoSpec(duration_s=(10.0, 12.0), fps=(5, 6))
+_TINY_VIDEO = videos.VideoSpec(duration_s=(2.0, 3.0), fps=(5, 6))
 
 
 def render_aligned_face(seed: int, split: str, index: int, face_px_range=(8, 120)) -> dict:
@@ -45,50 +67,82 @@ def render_aligned_face(seed: int, split: str, index: int, face_px_range=(8, 120
   emotion = index % len(EMOTIONS)  # balanced classes; loaders shuffle
   face_px = synth_faces.sample_face_px(rng, *face_px_range)
   face = synth_faces.render_face(rng, emotion, face_px)
+  key = f"synthcrowd/{split}/{index:07d}"
   return {
       "image": align.align_face(face.image, face.landmarks),
       "emotion": emotion,
       "face_px": np.int32(face.face_px),
-      "source": f"synthcrowd/{split}/{index:07d}",
+      "source": key,
   }
 
 
-def _render_chunk(args) -> list[dict]:
-  seed, split, start, stop, face_px_range = args
-  return [render_aligned_face(seed, split, i, face_px_range) for i in range(start, stop)]
+def render_group_records(seed: int, split: str, index: int,
+                         crowd: crowds.CrowdDifficulty) -> list[tuple[str, dict]]:
+  """The groups examples of one rendered crowd frame, keyed synthcrowd/SPLIT/INDEX/gK."""
+  image, frame = crowds.render_crowd(np.random.default_rng([seed, _SPLIT_IDS[split], index]), crowd)
+  return records.group_examples(image, frame, f"synthcrowd/{split}/{index:07d}")
+
+
+def render_clip_record(seed: int, split: str, index: int, directory: str,
+                       crowd: crowds.CrowdDifficulty, spec: videos.VideoSpec,
+                       frames_per_second: float) -> list[tuple[str, dict]]:
+  """Renders video INDEX into `directory` (mp4 + JSON), then ingests it as the gecv builder does."""
+  name = f"clip_{index:07d}"
+  videos.render_video(np.random.default_rng([seed, _SPLIT_IDS[split], index]), directory, name,
+                      crowd, spec)
+  return list(gecv.video_examples(os.path.join(directory, name + ".json"), "clips",
+                                  frames_per_second, source_prefix=f"synthcrowd/{split}"))
+
+
+def _render_chunk(job) -> list[tuple[str, dict]]:
+  kind, seed, split, start, stop, args = job
+  if kind == "faces":
+    return [(i, render_aligned_face(seed, split, i, *args)) for i in range(start, stop)]
+  render = render_group_records if kind == "groups" else render_clip_record
+  return [pair for i in range(start, stop) for pair in render(seed, split, i, *args)]
 
 
 class Synthcrowd(tfds.core.GeneratorBasedBuilder):
-  """SynthCrowd: procedural faces and crowds with GECV-shaped labels."""
+  """SynthCrowd: procedural faces, crowd frames and crowd videos with GECV-shaped labels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "faces configs"}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "faces configs", "1.1.0": "groups and clips configs"}
   BUILDER_CONFIGS = [
-      _faces_config("faces_tiny", 512, 128, 128),
-      _faces_config("faces_small", 12000, 1600, 1600),
-      _faces_config("faces", 200000, 10000, 10000),
+      _config("faces", "tiny", (512, 128, 128)),
+      _config("faces", "small", (12000, 1600, 1600)),
+      _config("faces", "full", (200000, 10000, 10000)),
+      _config("groups", "tiny", (24, 8, 8), crowd=_TINY_CROWD),
+      _config("groups", "small", (1200, 200, 200), crowd=_SMALL_CROWD),
+      _config("groups", "full", (40000, 4000, 4000)),
+      _config("clips", "tiny", (4, 2, 2), crowd=_TINY_CROWD, video=_TINY_VIDEO),
+      _config("clips", "small", (48, 12, 12), crowd=_SMALL_CROWD, video=_SMALL_VIDEO),
+      _config("clips", "full", (600, 100, 100)),
   ]
   DEFAULT_CONFIG_NAME = "faces_small"
 
   def _info(self) -> tfds.core.DatasetInfo:
+    features = {"faces": records.faces_features, "groups": records.groups_features,
+                "clips": records.clips_features}[self.builder_config.kind]()
     return self.dataset_info_from_configs(
-        features=records.faces_features(),
-        supervised_keys=("image", "emotion"),
+        features=features,
+        supervised_keys=("image", "emotion") if self.builder_config.kind == "faces" else None,
         description=__doc__)
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # everything is rendered
-    return {split: self._generate_examples(split, n)
-            for split, n in self.builder_config.num_examples.items()}
-
-  def _generate_examples(self, split: str, count: int):
     config = self.builder_config
-    chunk = 256
-    jobs = [(config.seed, split, start, min(start + chunk, count), tuple(config.face_px_range))
+    video_dir = os.path.join(dl_manager.download_dir, "synthcrowd", config.name)
+    return {split: self._generate_examples(split, n, os.path.join(video_dir, split))
+            for split, n in config.num_examples.items()}
+
+  def _generate_examples(self, split: str, count: int, video_dir: str):
+    config = self.builder_config
+    args = {"faces": (tuple(config.face_px_range),), "groups": (config.crowd,),
+            "clips": (video_dir, config.crowd, config.video, config.frames_per_second)}[config.kind]
+    chunk = {"faces": 256, "groups": 16, "clips": 1}[config.kind]
+    jobs = [(config.kind, config.seed, split, start, min(start + chunk, count), args)
             for start in range(0, count, chunk)]
     # Spawned workers: forking a process that already runs JAX's threads is unsafe.
     workers = max(1, min(os.cpu_count() or 1, len(jobs)))
     with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-      for (_, _, start, _, _), examples in zip(jobs, pool.map(_render_chunk, jobs)):
-        for offset, example in enumerate(examples):
-          yield start + offset, example
+      for examples in pool.map(_render_chunk, jobs):
+        yield from examples

@@ -72,7 +72,7 @@ def make_train_step(model, class_weights: np.ndarray):
 
 
 def make_evaluate(model, batches: Callable[[], Iterable[dict]], mesh,
-                  size_buckets: tuple[tuple[int, int], ...] = ()):
+                  size_buckets: tuple[tuple[int, int], ...] = (), class_names=EMOTIONS):
   """evaluate(state) -> paper metrics, per-class accuracy and accuracy per face-size bucket.
 
   `batches()` yields fixed-size batches with a boolean "valid" (padding) mask.
@@ -92,16 +92,16 @@ def make_evaluate(model, batches: Callable[[], Iterable[dict]], mesh,
     joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     valid = joined["valid"].astype(bool)
     return evaluation_report(joined["label"][valid], joined["prediction"][valid],
-                             joined["face_px"][valid], size_buckets)
+                             joined["face_px"][valid], size_buckets, class_names)
 
   return evaluate
 
 
-def evaluation_report(labels, predictions, face_px, size_buckets) -> dict:
-  """mAC, UAR, F1, acc/<emotion>, acc@<lo>-<hi>px (with n@...), and the confusion matrix."""
-  report = metrics.classification_report(labels, predictions, len(EMOTIONS))
+def evaluation_report(labels, predictions, face_px, size_buckets, class_names=EMOTIONS) -> dict:
+  """mAC, UAR, F1, acc/<class>, acc@<lo>-<hi>px (with n@...), and the confusion matrix."""
+  report = metrics.classification_report(labels, predictions, len(class_names))
   out = {k: report[k] for k in ("mAC", "UAR", "F1", "confusion_matrix")}
-  for name, acc in zip(EMOTIONS, report["per_class_accuracy"]):
+  for name, acc in zip(class_names, report["per_class_accuracy"]):
     out[f"acc/{name}"] = acc
   for low, high in size_buckets:
     inside = (face_px >= low) & (face_px < high)

@@ -1,8 +1,11 @@
 """EmoNet (paper Table 2) on AffectNet with the paper's settings (Sec. 4: batch 512, Adam).
 
 Run:   python -m experiments.run --config=emonet_affectnet --config.data.manual_dir=/path/to/AffectNet
-Gave:  not run yet (AffectNet is licence-gated; its builder arrives with the data issue,
-       until then this config stops with a one-line error naming the known datasets).
+Gave:  not run yet (AffectNet is licence-gated; without the manual directory this
+       config stops with a one-line error naming the files it expects).
+
+The paper trains on AffectNet's 7 expressions (`affectnet/classes7`, codes 0-6,
+the same order as emoflow.labels.EMOTIONS); `:classes8` adds contempt (code 7).
 
 The paper prints "learning rate starts from 0.1, momentum 0.9" together with
 Adam; 0.1 is far outside Adam's stable range for this network, so the peak
@@ -17,7 +20,8 @@ from experiments.configs import emonet_synthcrowd
 def get_config(arg: str | None = None):
   c = emonet_synthcrowd.get_config()
   c.data.name = "affectnet"
-  c.data.config = "default"
+  c.data.config = "classes7"
+  c.model.num_classes = 7
   c.data.read_threads = 16
   c.data.workers = 8
   c.batch_size = 512  # paper Sec. 4; split over all devices
@@ -27,6 +31,9 @@ def get_config(arg: str | None = None):
   c.optimizer.warmup_steps = 1_000
   c.eval.every = 2_000
   c.eval.batch_size = 1024
-  if arg:
-    raise ValueError(f"emonet_affectnet has no variant {arg!r}")
+  if arg == "classes8":
+    c.data.config = "classes8"
+    c.model.num_classes = 8
+  elif arg:
+    raise ValueError(f"emonet_affectnet has no variant {arg!r}; known: classes8")
   return c
