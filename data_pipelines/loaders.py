@@ -24,10 +24,10 @@ fill G = max_groups slots in record order; a frame with more than G keeps the
 G with most faces (ties: the earlier record), still in record order, and
 `num_groups` holds the true count. A group's faces fill N slots as for groups.
 
-Feature mode: records written by the feature cache (data_pipelines/builders/
-features.py) carry per-face `embeddings` [F, M] and `logits` [F, C] instead of
-`faces`; the same loaders then return those (float32, zero padded) in place
-of `faces`, and nothing is augmented.
+Feature mode: records written by the feature cache
+(data_pipelines/builders/features.py) carry per-face `embeddings` [F, M] and
+`logits` [F, C] instead of `faces`; the same loaders then return those
+(float32, zero padded) in place of `faces`, and nothing is augmented.
 """
 
 import functools
@@ -90,14 +90,15 @@ def _train_batches(source, example_fn, *, batch_size: int, seed: int, num_steps:
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(epochs)
   ds = ds[: num_steps * batch_size].random_map(example_fn, seed=seed + 1)
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)[start_step:]
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * local_batch))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=4 * local_batch))
   if workers:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(it)
 
 
 def _eval_batches(source, batch_size: int, example_fn):
-  """This process's share of fixed-size batches of `example_fn(record, None)` covering the split once.
+  """This process's share of fixed-size batches of `example_fn(record, None)`, the split once.
 
   Padding examples repeat record 0 and have valid=False.
   """
@@ -128,7 +129,7 @@ def train_face_batches(source, *, batch_size: int, seed: int, num_steps: int, st
 
 
 def eval_face_batches(source, batch_size: int):
-  """This process's share of fixed-size faces batches covering the split once; padding has valid=False."""
+  """This process's share of fixed-size faces batches, the split once; padding has valid=False."""
   return _eval_batches(source, batch_size, functools.partial(_face_example, augment=False))
 
 
@@ -273,7 +274,7 @@ def train_clip_batches(source, *, batch_size: int, num_frames: int, frame_stride
 
 def eval_clip_batches(source, batch_size: int, *, num_frames: int, frame_stride: int,
                       max_groups: int, max_faces: int):
-  """This process's share of clips batches (windows from frame 0) covering the split once, plus valid."""
+  """This process's share of clips batches (windows from frame 0), the split once, plus valid."""
   return _eval_batches(source, batch_size, functools.partial(
       _clip_example, num_frames=num_frames, frame_stride=frame_stride, max_groups=max_groups,
       max_faces=max_faces, augment=False))

@@ -1,4 +1,4 @@
-"""Groups loaders on a tiny real dataset: padding, true counts, order, determinism, resume, shares."""
+"""Groups loaders on a tiny real dataset: padding, true counts, order, resume, process shares."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,8 @@ def _train(source, start_step=0, **overrides):
 
 def test_eval_batches_pad_truncate_with_true_counts_and_keep_face_order(source):
   batches = list(loaders.eval_group_batches(source, 8, MAX_FACES))
-  assert [b["valid"].tolist() for b in batches] == [[True] * 8, [True] * 8, [True] * 2 + [False] * 6]
+  valid = [b["valid"].tolist() for b in batches]
+  assert valid == [[True] * 8, [True] * 8, [True] * 2 + [False] * 6]
   shapes = {k: v.shape for k, v in batches[0].items()}
   assert shapes == {"faces": (8, 4, 112, 112, 3), "mask": (8, 4), "face_boxes": (8, 4, 4),
                     "face_px": (8, 4), "face_emotions": (8, 4), "num_faces": (8,),

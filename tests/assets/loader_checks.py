@@ -11,7 +11,7 @@ def payload_keys(record: dict) -> tuple[str, ...]:
 
 
 def expected_group(record: dict, max_faces: int, faces: list[int] | None = None) -> dict:
-  """A group example written out slot by slot: the record's faces `faces` (default all), first max_faces kept."""
+  """A group example written slot by slot: faces `faces` of `record` (default all), first N kept."""
   faces = list(range(len(record["face_px"]))) if faces is None else faces
   out = {"mask": np.zeros(max_faces, bool), "face_boxes": np.zeros((max_faces, 4), np.float32),
          "face_px": np.zeros(max_faces, np.int32),
@@ -32,7 +32,8 @@ def expected_clip(record: dict, start: int, *, num_frames: int, frame_stride: in
                   max_groups: int, max_faces: int) -> dict:
   """A clip example written out frame by frame and group by group (the documented rules)."""
   group_frame, face_group = list(record["group_frame"]), list(record["face_group"])
-  members = [[f for f, g in enumerate(face_group) if g == group] for group in range(len(group_frame))]
+  members = [[f for f, g in enumerate(face_group) if g == group]
+             for group in range(len(group_frame))]
   empty_group = expected_group(record, max_faces, [])
   frames = []
   for t in range(num_frames):
@@ -94,6 +95,7 @@ def check_process_shares(monkeypatch, make_batches, interleaved: bool) -> None:
   for batch, first, second in zip(whole, *shares):
     half = len(batch["label"]) // 2
     for key in batch:
-      parts = (batch[key][0::2], batch[key][1::2]) if interleaved else (batch[key][:half], batch[key][half:])
+      value = batch[key]
+      parts = (value[0::2], value[1::2]) if interleaved else (value[:half], value[half:])
       np.testing.assert_array_equal(parts[0], first[key], err_msg=key)
       np.testing.assert_array_equal(parts[1], second[key], err_msg=key)
