@@ -28,7 +28,7 @@ from absl import app, flags, logging
 from data_pipelines import loaders
 from data_pipelines.builders import features
 from emoflow.tasks import individual as individual_task
-from emoflow.train import checkpoint, parallel
+from emoflow.train import parallel
 from experiments import individual
 
 FLAGS = flags.FLAGS
@@ -55,22 +55,7 @@ def restore(workdir: str, mesh):
   if config.task != "individual":
     raise ValueError(f"{workdir} is a {config.task!r} run; features come from an "
                      "'individual' (EmoNet) run")
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoint in {directory}; train first")
-  model = individual._model(config)
-  checkpoints = checkpoint.Checkpoints(directory, best_metric=config.checkpoint.best_metric,
-                                       best_mode=config.checkpoint.best_mode)
-  step = checkpoints.best_step()
-  step = checkpoints.latest_step() if step is None else step
-  # Shapes only: initialising for real would compile EmoNet's init just to overwrite it.
-  shapes = jax.eval_shape(lambda: individual._initial_state(config, model, config.num_steps))
-  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                     sharding=parallel.replicated(mesh)), shapes)
-  state = checkpoints.restore(like, step)
-  checkpoints.close()
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}; train first")
+  model, state, step = individual.restore(config, workdir, mesh)
   return config, model, state, step
 
 

@@ -13,12 +13,12 @@ from emoflow.train import checkpoint, loop, optimizer, parallel
 from emoflow.train.state import TrainState
 
 
-def _model(config) -> EmoNet:
+def make_model(config) -> EmoNet:
   return EmoNet(num_classes=config.model.num_classes, embed_dim=config.model.embed_dim,
                 dtype=jnp.dtype(config.model.dtype))
 
 
-def _initial_state(config, model, num_steps: int) -> TrainState:
+def initial_state(config, model, num_steps: int) -> TrainState:
   faces = jnp.zeros((1, 112, 112, 3), jnp.float32)
   variables = jax.jit(lambda rng: model.init(rng, faces, train=False))(
       jax.random.key(config.seed))
@@ -65,8 +65,8 @@ def train(config, workdir: str) -> dict:
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   builder = _prepare(config)
   train_source = loaders.split_source(builder, config.data.train_split)
-  model = _model(config)
-  state = _initial_state(config, model, config.num_steps)
+  model = make_model(config)
+  state = initial_state(config, model, config.num_steps)
   outcome = loop.fit(
       workdir=workdir, state=state,
       train_step=individual.make_train_step(model, _class_weights(config, train_source)),
@@ -82,21 +82,33 @@ def train(config, workdir: str) -> dict:
   return outcome["eval"]
 
 
+def restore(config, workdir: str, mesh) -> tuple[EmoNet, TrainState, int]:
+  """(model, state on `mesh`, step) of the run in `workdir`: its best checkpoint, else the latest."""
+  model = make_model(config)
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint in {directory}; train it first with experiments.run")
+  checkpoints = checkpoint.Checkpoints(directory, best_metric=config.checkpoint.best_metric,
+                                       best_mode=config.checkpoint.best_mode)
+  step = checkpoints.best_step()
+  step = checkpoints.latest_step() if step is None else step
+  # Shapes only: initialising for real would compile EmoNet's init just to overwrite it.
+  shapes = jax.eval_shape(lambda: initial_state(config, model, config.num_steps))
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                     sharding=parallel.replicated(mesh)), shapes)
+  state = checkpoints.restore(like, step)
+  checkpoints.close()
+  if state is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}; train it first with experiments.run")
+  return model, state, step
+
+
 def evaluate(config, workdir: str) -> dict:
   """Evaluates the best checkpoint in `workdir` on `config.data.eval_split`."""
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   builder = _prepare(config)
-  model = _model(config)
-  checkpoints = checkpoint.Checkpoints(
-      os.path.join(workdir, "checkpoints"), best_metric=config.checkpoint.best_metric,
-      best_mode=config.checkpoint.best_mode)
-  like = parallel.replicate(_initial_state(config, model, config.num_steps), mesh)
-  step = checkpoints.best_step() or checkpoints.latest_step()
-  state = checkpoints.restore(like, step)
-  checkpoints.close()
-  if state is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train)")
+  model, state, _ = restore(config, workdir, mesh)
   return _evaluate_fn(config, model, mesh, builder, config.data.eval_split)(state)
 
 

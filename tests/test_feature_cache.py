@@ -31,8 +31,8 @@ def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = emonet_synthcrowd.get_config("tiny")
   (workdir / "config.json").write_text(config.to_json())
-  model = individual._model(config)
-  state = individual._initial_state(config, model, config.num_steps)
+  model = individual.make_model(config)
+  state = individual.initial_state(config, model, config.num_steps)
   state = state.replace(step=STEP, params=jax.tree.map(lambda p: p + 0.01, state.params))
   checkpoints = checkpoint.Checkpoints(str(workdir / "checkpoints"), best_metric="UAR")
   checkpoints.save(state, {"UAR": 0.5})
@@ -123,7 +123,7 @@ def test_user_mistakes_are_one_line(tmp_path, run):
   cases = {
       ("--workdir=/nonexistent", "--dataset=a/b"): "error: --workdir /nonexistent does not exist",
       (f"--workdir={tmp_path}", "--dataset=a/b"):
-          f"error: no checkpoint in {tmp_path}/checkpoints; train first",
+          f"error: no checkpoint in {tmp_path}/checkpoints; train it first with experiments.run",
       (f"--workdir={run[0]}", "--dataset=ab"):
           "error: --dataset must be NAME/CONFIG or a prepared dataset directory, got 'ab'",
       ("--bogus=1",): "error: Unknown command line flag 'bogus'",

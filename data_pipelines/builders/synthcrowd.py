@@ -112,10 +112,10 @@ class Synthcrowd(tfds.core.GeneratorBasedBuilder):
       _config("faces", "small", (12000, 1600, 1600)),
       _config("faces", "full", (200000, 10000, 10000)),
       _config("groups", "tiny", (24, 8, 8), crowd=_TINY_CROWD),
-      _config("groups", "small", (1200, 200, 200), crowd=_SMALL_CROWD),
+      _config("groups", "small", (2000, 400, 400), crowd=_SMALL_CROWD),
       _config("groups", "full", (40000, 4000, 4000)),
       _config("clips", "tiny", (4, 2, 2), crowd=_TINY_CROWD, video=_TINY_VIDEO),
-      _config("clips", "small", (48, 12, 12), crowd=_SMALL_CROWD, video=_SMALL_VIDEO),
+      _config("clips", "small", (128, 32, 32), crowd=_SMALL_CROWD, video=_SMALL_VIDEO),
       _config("clips", "full", (600, 100, 100)),
   ]
   DEFAULT_CONFIG_NAME = "faces_small"
