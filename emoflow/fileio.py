@@ -5,18 +5,31 @@ import os
 import tempfile
 
 
+def temporary_path(path: str, suffix: str = ".tmp") -> str:
+  """A new empty file beside `path` with the permissions a plain open() would give it.
+
+  (mkstemp makes files private, 0600; a renamed result should not be.)
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix,
+                             dir=directory)
+  os.close(fd)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
+  return tmp
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w"):
   """Opens a temporary file beside `path`; on success renames it onto `path`.
 
   An exception (or a kill) before the end leaves any previous `path` untouched.
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                             dir=directory)
+  tmp = temporary_path(path)
   try:
-    with os.fdopen(fd, mode) as f:
+    with open(tmp, mode) as f:
       yield f
       f.flush()
       os.fsync(f.fileno())

@@ -8,11 +8,12 @@ truncated video under the final name.
 import contextlib
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
+
+from emoflow.fileio import temporary_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,11 +73,7 @@ def write_video(path: str, fps: float, size: tuple[int, int]):
 
   size: (width, height) of every frame.
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  suffix = os.path.splitext(path)[1] or ".mp4"
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
-  os.close(fd)
+  tmp = temporary_path(path, suffix=os.path.splitext(path)[1] or ".mp4")
   writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), tuple(size))
   try:
     if not writer.isOpened():
