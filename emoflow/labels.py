@@ -57,16 +57,7 @@ EMOTION_VALENCE = {
 # AffectNet's expression codes 0-7 (codes 8-10, none/uncertain/no-face, are
 # not expressions and are dropped). Codes 0-6 coincide with EMOTIONS 0-6;
 # code 7 is contempt, which EMOTIONS lacks (it has awed there instead).
-AFFECTNET_EXPRESSIONS = (
-    "neutral",
-    "happy",
-    "sad",
-    "surprised",
-    "fearful",
-    "disgusted",
-    "angry",
-    "contempt",
-)
+AFFECTNET_EXPRESSIONS = EMOTIONS[:7] + ("contempt",)
 
 
 def group_emotion_index(name: str) -> int:
