@@ -85,6 +85,16 @@ def train(config, workdir: str) -> dict:
 def restore(config, workdir: str, mesh) -> tuple[EmoNet, TrainState, int]:
   """(model, state on `mesh`, step) of the run in `workdir`: its best checkpoint, else the latest."""
   model = make_model(config)
+  state, step = restore_best(config, workdir, mesh,
+                             lambda: initial_state(config, model, config.num_steps))
+  return model, state, step
+
+
+def restore_best(config, workdir: str, mesh, make_state) -> tuple[TrainState, int]:
+  """(state on `mesh`, step) of any level's run in `workdir`: its best checkpoint, else the latest.
+
+  `make_state()` gives the state's structure; it is only traced (eval_shape), never run.
+  """
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoint in {directory}; train it first with experiments.run")
@@ -92,15 +102,15 @@ def restore(config, workdir: str, mesh) -> tuple[EmoNet, TrainState, int]:
                                        best_mode=config.checkpoint.best_mode)
   step = checkpoints.best_step()
   step = checkpoints.latest_step() if step is None else step
-  # Shapes only: initialising for real would compile EmoNet's init just to overwrite it.
-  shapes = jax.eval_shape(lambda: initial_state(config, model, config.num_steps))
+  # Shapes only: initialising for real would compile the model's init just to overwrite it.
   like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                     sharding=parallel.replicated(mesh)), shapes)
+                                                     sharding=parallel.replicated(mesh)),
+                      jax.eval_shape(make_state))
   state = checkpoints.restore(like, step)
   checkpoints.close()
   if state is None:
     raise FileNotFoundError(f"no checkpoint in {directory}; train it first with experiments.run")
-  return model, state, step
+  return state, step
 
 
 def evaluate(config, workdir: str) -> dict:

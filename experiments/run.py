@@ -117,8 +117,8 @@ def save_or_check_config(config, workdir: str) -> None:
 
 
 def _tasks():
-  from experiments import individual  # noqa: PLC0415 - heavy imports after flag parsing
-  return {"individual": individual}
+  from experiments import group, individual  # noqa: PLC0415 - heavy imports after flag parsing
+  return {"individual": individual, "group": group}
 
 
 def main(argv, run_name: str) -> None:

@@ -21,7 +21,8 @@ def test_unknown_config_lists_known_ones():
   result = _run("--config=nope")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      "error: unknown config 'nope'; known: emonet_affectnet, emonet_synthcrowd"]
+      "error: unknown config 'nope'; known: emonet_affectnet, emonet_synthcrowd, nvpf_emotiw, "
+      "nvpf_gecv, nvpf_synthcrowd"]
 
 
 def test_unknown_variant_is_one_line(tmp_path):

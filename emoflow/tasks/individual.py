@@ -10,7 +10,6 @@ from typing import Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from emoflow import metrics
 from emoflow.labels import EMOTIONS
@@ -85,14 +84,9 @@ def make_evaluate(model, batches: Callable[[], Iterable[dict]], mesh,
   eval_step = parallel.jit_eval_step(eval_step, mesh)
 
   def evaluate(state) -> dict:
-    parts = []
-    for batch in batches():
-      out = eval_step(state, parallel.shard_batch(batch, mesh))
-      parts.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(out, tiled=True)))
-    joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    valid = joined["valid"].astype(bool)
-    return evaluation_report(joined["label"][valid], joined["prediction"][valid],
-                             joined["face_px"][valid], size_buckets, class_names)
+    out = parallel.gather_valid(eval_step, state, batches(), mesh)
+    return evaluation_report(out["label"], out["prediction"], out["face_px"], size_buckets,
+                             class_names)
 
   return evaluate
 

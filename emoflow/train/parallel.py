@@ -6,10 +6,11 @@ and NamedSharding, BatchNorm statistics are over the global batch, so a step
 on 8 devices computes what the same step computes on one.
 """
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -64,3 +65,17 @@ def jit_eval_step(step: Callable, mesh: Mesh) -> Callable:
   """jit(step(state, batch) -> outputs) with outputs kept sharded like the batch."""
   return jax.jit(step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
                  out_shardings=batch_sharded(mesh))
+
+
+def gather_valid(eval_step: Callable, state, batches: Iterable[dict], mesh: Mesh) -> dict:
+  """Runs a jit_eval_step over `batches`; its outputs of all processes, rows where "valid" holds.
+
+  The step must return the batch's boolean "valid" (padding) mask among its outputs.
+  """
+  parts = []
+  for batch in batches:
+    out = eval_step(state, shard_batch(batch, mesh))
+    parts.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(out, tiled=True)))
+  joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  valid = joined.pop("valid").astype(bool)
+  return {k: v[valid] for k, v in joined.items()}

@@ -1,0 +1,186 @@
+"""Group level: a group's faces -> positive / negative / neutral (paper Sec. 3.2, Table 5).
+
+A group reaches this level as its faces' EmoNet embeddings [B, N, M] in N
+slots with a mask. The fusion schemes of the paper's Table 5 are a registry:
+
+- fea: score averaging (FeA) — per-face class scores averaged over the faces;
+- feb: feature concatenation (FeB) — the faces' features concatenated, then an MLP;
+- fec: NVPF (FeC) — S = the group's features as an M x N map, H = F(S), and
+  the class log-likelihoods log p_S(S | c) = log p_H(H | c) + log|det dF/dS|
+  (Eq. 7 with one prior per class).
+
+Each fusion gives class scores whose softmax is the prediction (logits for
+FeA/FeB, class log-likelihoods for FeC) and its loss; the pure train step,
+the prediction every consumer calls and the evaluation are shared.
+
+Face features: every fusion sees each face's embedding L2-normalised and
+scaled by sqrt(M), so every entry has unit mean square whatever EmoNet's
+embedding scale: a unit Gaussian prior fits S from the start, and no fusion
+learns from the embedding norm (which says more about the face's size and
+blur than its emotion). Empty slots stay zero. The same function runs at
+train and eval time (`face_features`).
+"""
+
+import dataclasses
+from typing import Callable, Iterable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from emoflow.labels import GROUP_EMOTIONS
+from emoflow.models import NVPF, FeA, FeB, priors
+from emoflow.tasks import individual
+from emoflow.train import parallel
+
+
+def face_features(embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+  """[B, N, M] embeddings -> sqrt(M) * x / ||x|| per face, zero in empty slots (module docstring)."""
+  x = embeddings.astype(jnp.float32)
+  norm2 = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+  scale = jnp.sqrt(jnp.float32(x.shape[-1])) * jax.lax.rsqrt(jnp.maximum(norm2, 1e-12))
+  return x * scale * mask[..., None]
+
+
+def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy of softmax(scores) against integer labels."""
+  return individual.weighted_cross_entropy(scores, labels, jnp.ones(scores.shape[-1], jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadFusion:
+  """FeA / FeB: a Flax head (features [B, N, M], mask, train) -> logits; loss = cross-entropy."""
+
+  head: nn.Module
+  scheme: str  # Table 5's "fusion scheme" and "fusion stage" columns
+  stage: str
+
+  def init(self, rng, features, mask) -> dict:
+    return self.head.init(rng, features, mask, train=False)
+
+  def class_scores(self, variables, features, mask, *, train=False, rng=None):
+    """(logits [B, C], the non-param collections: updated when training, else as given)."""
+    if not train:
+      rest = {k: v for k, v in variables.items() if k != "params"}
+      return self.head.apply(variables, features, mask, train=False), rest
+    return self.head.apply(variables, features, mask, train=True, rngs={"dropout": rng},
+                           mutable=[k for k in variables if k != "params"])
+
+  def loss(self, scores, labels, num_entries) -> dict:
+    del num_entries
+    return {"loss": cross_entropy(scores, labels)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowFusion:
+  """FeC: NVPF + a prior by name; scores = class log-likelihoods log p_S(S | c) (Eq. 7).
+
+  Params are {"flow": NVPF params, "prior": prior params} in one pytree (a
+  fixed prior stops its own gradient). Loss = NLL + ce_weight * CE:
+  - NLL: Eq. 7 for the true class, -log p_S(S | y), averaged over the batch
+    and divided by the batch's mean number of valid entries M * n (faces n),
+    i.e. nats per entry, so its size does not grow with M or the group size;
+  - CE: cross-entropy of softmax over the class log-likelihoods, which pushes
+    the wrong classes' likelihoods down as well (0 gives the paper's Eq. 7 alone).
+  """
+
+  flow: NVPF
+  prior: object  # an emoflow.models.priors prior
+  ce_weight: float
+  scheme: str = "NVPF (FeC)"
+  stage: str = "feature"
+
+  def init(self, rng, features, mask) -> dict:
+    flow_rng, prior_rng = jax.random.split(rng)
+    s = jnp.swapaxes(features, 1, 2)
+    variables = dict(self.flow.init(flow_rng, s, mask))
+    flow_params = variables.pop("params")
+    prior_params = self.prior.init(prior_rng, num_features=features.shape[-1])
+    return {"params": {"flow": flow_params, "prior": prior_params}, **variables}
+
+  def class_scores(self, variables, features, mask, *, train=False, rng=None):
+    """(class log-likelihoods [B, C], the non-param collections, unchanged)."""
+    del train, rng  # the flow has neither dropout nor batch statistics
+    params = variables["params"]
+    rest = {k: v for k, v in variables.items() if k != "params"}
+    h, logdet = self.flow.apply({"params": params["flow"], **rest},
+                                jnp.swapaxes(features, 1, 2), mask)
+    return class_log_likelihoods(self.prior, params["prior"], h, logdet, mask), rest
+
+  def loss(self, scores, labels, num_entries) -> dict:
+    true = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+    nll = -jnp.mean(true) / jnp.maximum(jnp.mean(num_entries), 1.0)
+    ce = cross_entropy(scores, labels)
+    return {"loss": nll + self.ce_weight * ce, "nll_per_entry": nll, "cross_entropy": ce}
+
+
+def class_log_likelihoods(prior, prior_params, h, logdet, mask) -> jax.Array:
+  """log p_S(S | c) = log p_H(H | c) + log|det dF/dS| (Eq. 7), [B, C]."""
+  return prior.log_prob(prior_params, h, mask) + logdet[:, None]
+
+
+_FUSIONS = {
+    "fea": lambda c: HeadFusion(FeA(num_classes=c.num_classes), "averaging (FeA)", "score"),
+    "feb": lambda c: HeadFusion(FeB(num_classes=c.num_classes, hidden=c.feb_hidden),
+                                "concatenation (FeB)", "feature"),
+    "fec": lambda c: FlowFusion(NVPF(num_units=c.flow_units, width=c.flow_width),
+                                priors.make(c.prior, num_classes=c.num_classes), c.ce_weight),
+}
+
+
+def known() -> tuple[str, ...]:
+  return tuple(sorted(_FUSIONS))
+
+
+def make_fusion(model_config):
+  """The fusion `model_config.fusion` names, built from the model config; one-line error if unknown."""
+  if model_config.fusion not in _FUSIONS:
+    raise ValueError(f"model.fusion {model_config.fusion!r} unknown; known: {', '.join(known())}")
+  return _FUSIONS[model_config.fusion](model_config)
+
+
+def predict(fusion, variables, embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+  """Group emotion probabilities [B, C]: softmax of the fusion's class scores."""
+  scores, _ = fusion.class_scores(variables, face_features(embeddings, mask), mask)
+  return jax.nn.softmax(scores)
+
+
+def make_train_step(fusion) -> Callable:
+  """step(state, batch, rng) -> (state, {"loss", "accuracy", loss terms}), pure, for fit()."""
+  def train_step(state, batch, rng):
+    mask, labels = batch["mask"], batch["label"]
+    features = face_features(batch["embeddings"], mask)
+    num_entries = features.shape[-1] * jnp.sum(mask, axis=-1)
+
+    def loss_fn(params):
+      scores, updates = fusion.class_scores({"params": params, **state.model_state}, features,
+                                            mask, train=True, rng=rng)
+      terms = fusion.loss(scores, labels, num_entries)
+      return terms["loss"], (scores, terms, updates)
+
+    (_, (scores, terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    accuracy = jnp.mean(jnp.argmax(scores, -1) == labels)
+    return state.apply_gradients(grads, updates), {**terms, "accuracy": accuracy}
+
+  return train_step
+
+
+def make_evaluate(fusion, batches: Callable[[], Iterable[dict]], mesh,
+                  class_names=GROUP_EMOTIONS) -> Callable:
+  """evaluate(state) -> mAC, UAR, F1, acc/<class> and the confusion matrix (paper Table 5).
+
+  `batches()` yields fixed-size feature batches with a boolean "valid" (padding) mask.
+  """
+  def eval_step(state, batch):
+    probs = predict(fusion, state.variables, batch["embeddings"], batch["mask"])
+    return {"prediction": jnp.argmax(probs, -1), "label": batch["label"], "valid": batch["valid"]}
+
+  eval_step = parallel.jit_eval_step(eval_step, mesh)
+
+  def evaluate(state) -> dict:
+    out = parallel.gather_valid(eval_step, state, batches(), mesh)
+    return individual.evaluation_report(out["label"], out["prediction"], np.zeros(0), (),
+                                        class_names)
+
+  return evaluate

@@ -1,0 +1,117 @@
+"""The group level through the runner: tiny FeA / FeB / FeC runs; missing data or EmoNet in one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from assets import tiny_records
+
+from emoflow.models import priors
+from emoflow.train import checkpoint
+from experiments import group, individual
+from experiments.configs import emonet_synthcrowd, nvpf_emotiw
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def emonet_run(tmp_path_factory) -> str:
+  """The workdir of an (untrained) tiny EmoNet run with one checkpoint, as experiments.run saves it."""
+  workdir = tmp_path_factory.mktemp("emonet")
+  config = emonet_synthcrowd.get_config("tiny")
+  (workdir / "config.json").write_text(config.to_json())
+  state = individual.initial_state(config, individual.make_model(config), config.num_steps)
+  checkpoints = checkpoint.Checkpoints(str(workdir / "checkpoints"), best_metric="UAR")
+  checkpoints.save(state.replace(step=1), {"UAR": 0.5})
+  checkpoints.wait()
+  checkpoints.close()
+  return str(workdir)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def groups(data_dir) -> str:
+  """The directory of a prepared tiny groups dataset (18 train / 6 validation groups)."""
+  return tiny_records.prepare("groups", data_dir).data_dir
+
+
+def _tiny(config, workdir, data_dir, emonet_run, *extra):
+  return [f"--config={config}", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+          f"--config.features.emonet_workdir={emonet_run}", *extra]
+
+
+@pytest.mark.parametrize("fusion, scheme", [("fea", "averaging (FeA)"),
+                                            ("feb", "concatenation (FeB)"),
+                                            ("fec", "NVPF (FeC)")])
+def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data_dir, groups,
+                                                      fusion, scheme):
+  args = _tiny(f"nvpf_synthcrowd:{fusion},tiny", tmp_path / "run", data_dir, emonet_run,
+               f"--config.data.source={groups}")
+  result = _run(*args)
+  assert result.returncode == 0, result.stderr[-2000:]
+  header = "| model | fusion | stage | mAC | UAR | F1 | positive | negative | neutral |"
+  assert header in result.stdout
+  assert f"| EmoNet | {scheme} |" in result.stdout
+  for name in ("results.md", "metrics.csv", "plots/confusion_matrix.png", "checkpoints/4"):
+    assert os.path.exists(tmp_path / "run" / name), name
+  if fusion == "fec":
+    evaluated = _run(*args, "--mode=eval")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    trained, evaluated = ((tmp_path / "run" / name).read_text().splitlines()[2:]
+                          for name in ("results.md", "results_validation.md"))
+    assert trained == evaluated  # the same numbers under another title
+
+
+def test_emotiw_without_its_download_says_what_to_get_and_to_try_synthcrowd(tmp_path, emonet_run):
+  result = _run(*_tiny("nvpf_emotiw", tmp_path / "run", tmp_path / "tfds", emonet_run))
+  assert result.returncode == 2, result.stderr[-2000:]
+  line = result.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"error: emotiw_gaf: manual directory {tmp_path}/tfds/manual/emotiw_gaf "
+                         "lacks train/positive"), line
+  assert "MANUAL_DOWNLOAD_INSTRUCTIONS" in line
+  assert line.endswith("; or run this config on rendered data: --config.data.source=synthcrowd")
+
+
+def test_emotiw_config_runs_on_synthcrowd(tmp_path, emonet_run, data_dir):
+  result = _run(*_tiny("nvpf_emotiw:tiny", tmp_path / "run", data_dir, emonet_run,
+                       "--config.data.source=synthcrowd/groups_tiny"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "| EmoNet | NVPF (FeC) | feature |" in result.stdout
+
+
+def test_synthcrowd_is_a_shorthand_for_the_small_groups():
+  config = nvpf_emotiw.get_config()
+  config.data.source = "synthcrowd"
+  assert group.source(config) == "synthcrowd/groups_small"
+
+
+def test_user_mistakes_are_one_line(tmp_path, groups):
+  source = f"--config.data.source={groups}"
+  cases = {
+      ("--config=nvpf_synthcrowd:fed",):
+          "error: unknown variant 'fed' of nvpf_synthcrowd; known: fea, feb, fec, tiny "
+          "(combine with commas)",
+      ("--config=nvpf_synthcrowd:tiny", source, f"--config.features.emonet_workdir={tmp_path}"):
+          f"error: no trained EmoNet for the group features ({tmp_path} holds no run (no "
+          "config.json); train one with experiments.run); run `python -m experiments.run "
+          "--config=emonet_synthcrowd` first or set --config.features.emonet_workdir",
+      ("--config=nvpf_synthcrowd:tiny", source, "--config.features.mode=end_to_end"):
+          "error: features.mode 'end_to_end' (fine-tuning EmoNet with the fusion) is not "
+          "implemented yet; use features.mode=cached",
+      ("--config=nvpf_synthcrowd:tiny", source, "--config.model.prior=flat"):
+          f"error: unknown prior 'flat'; known: {', '.join(priors.known())}",
+  }
+  for i, (args, message) in enumerate(cases.items()):
+    result = _run(*args, f"--workdir={tmp_path}/run{i}")
+    assert result.returncode == 2, (args, result.stderr[-2000:])
+    assert result.stderr.strip().splitlines()[-1:] == [message], args
