@@ -67,14 +67,6 @@ def features_builder(config):
   return builder
 
 
-def class_names(config, builder) -> tuple[str, ...]:
-  names = tuple(builder.info.features["label"].names)
-  if len(names) != config.model.num_classes:
-    raise ValueError(f"dataset {builder.info.full_name} has {len(names)} group classes but "
-                     f"config.model.num_classes is {config.model.num_classes}")
-  return names
-
-
 def initial_state(config, fusion, num_features: int) -> TrainState:
   features = jnp.zeros((1, config.model.max_faces, num_features), jnp.float32)
   mask = jnp.ones((1, config.model.max_faces), bool)
@@ -91,7 +83,7 @@ def _evaluate_fn(config, fusion, mesh, builder, split: str):
   return group.make_evaluate(
       fusion, lambda: loaders.eval_group_batches(eval_source, config.eval.batch_size,
                                                  config.model.max_faces),
-      mesh, class_names=class_names(config, builder))
+      mesh, class_names=individual.class_names(config, builder, "label"))
 
 
 def _with_row(results: dict, fusion) -> dict:
@@ -119,7 +111,7 @@ def train(config, workdir: str) -> dict:
       num_steps=config.num_steps, seed=config.seed, mesh=mesh, log_every=config.log_every,
       eval_every=config.eval.every, keep_latest=config.checkpoint.keep_latest,
       best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
-      class_names=class_names(config, builder))
+      class_names=individual.class_names(config, builder, "label"))
   return _with_row(outcome["eval"], fusion)
 
 

@@ -41,11 +41,12 @@ def _prepare(config):
                          config.data.get("manual_dir"))
 
 
-def class_names(config, builder) -> tuple[str, ...]:
-  """The dataset's emotion names (AffectNet's differ from SynthCrowd's), checked against the model."""
-  names = tuple(builder.info.features["emotion"].names)
+def class_names(config, builder, feature: str = "emotion") -> tuple[str, ...]:
+  """The names of the dataset's class `feature` (AffectNet's differ from SynthCrowd's), checked
+  against the model's number of classes."""
+  names = tuple(builder.info.features[feature].names)
   if len(names) != config.model.num_classes:
-    raise ValueError(f"dataset {builder.info.full_name} has {len(names)} emotion classes but "
+    raise ValueError(f"dataset {builder.info.full_name} has {len(names)} {feature} classes but "
                      f"config.model.num_classes is {config.model.num_classes}")
   return names
 

@@ -36,13 +36,6 @@ from emoflow.vision import video as vision_video
 
 LAYOUT = "train/ and val/ (and optionally test/) folders of NAME.mp4 + NAME.json annotation files"
 
-# Record kind -> its features; the configs and other builders pick by name.
-FEATURES = {
-    "faces": records.faces_features,
-    "groups": records.groups_features,
-    "clips": records.clips_features,
-}
-
 _SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -85,8 +78,8 @@ def whole_frame_group(frame: annotations.Frame, label: str) -> annotations.Frame
 def examples(video: annotations.Video, video_path: str, kind: str, source: str,
              frames_per_second: float | None = 2.0, min_face_px: int = 1):
   """Yields (key, record) of `kind` (faces | groups | clips) for one video; keys start with `source`."""
-  if kind not in FEATURES:
-    raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(FEATURES)}")
+  if kind not in records.FEATURES:
+    raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(records.FEATURES)}")
   frames = {frame.index: frame for frame in sample_frames(video, frames_per_second)}
   if not frames:
     return
@@ -144,7 +137,7 @@ class Gecv(tfds.core.GeneratorBasedBuilder):
   DEFAULT_CONFIG_NAME = "group_img"
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=FEATURES[self.builder_config.kind](),
+    return self.dataset_info_from_configs(features=records.FEATURES[self.builder_config.kind](),
                                           description=__doc__)
 
   def _split_generators(self, dl_manager):

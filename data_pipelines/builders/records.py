@@ -76,6 +76,10 @@ def clips_features() -> tfds.features.FeaturesDict:
   })
 
 
+# The schema of each record kind, for builders that write more than one.
+FEATURES = {"faces": faces_features, "groups": groups_features, "clips": clips_features}
+
+
 def face_px(box) -> int:
   """A face's size in pixels: the height of its box."""
   return max(1, int(round(box[3] - box[1])))

@@ -121,8 +121,7 @@ class Synthcrowd(tfds.core.GeneratorBasedBuilder):
   DEFAULT_CONFIG_NAME = "faces_small"
 
   def _info(self) -> tfds.core.DatasetInfo:
-    features = {"faces": records.faces_features, "groups": records.groups_features,
-                "clips": records.clips_features}[self.builder_config.kind]()
+    features = records.FEATURES[self.builder_config.kind]()
     return self.dataset_info_from_configs(
         features=features,
         supervised_keys=("image", "emotion") if self.builder_config.kind == "faces" else None,
