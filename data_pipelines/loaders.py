@@ -46,11 +46,19 @@ _FACE_FIELDS = ("face_boxes", "face_px", "face_emotions")
 
 
 def prepare(name: str, config: str, data_dir: str, manual_dir: str | None = None):
-  """Builds dataset `name/config` under `data_dir` if absent and returns its TFDS builder."""
+  """Builds dataset `name/config` under `data_dir` if absent and returns its TFDS builder.
+
+  `manual_dir` defaults to DATA_DIR/manual/NAME. A licence-gated dataset's
+  builder checks it first (`check_manual_dir`), so a missing or incomplete
+  download fails with that one-line error before TFDS prints or writes anything.
+  """
   builder = builders.get(name)(config=config, data_dir=os.path.expanduser(data_dir),
                                file_format="array_record")
   manual_dir = os.path.expanduser(manual_dir or os.path.join(data_dir, "manual", name))
-  os.makedirs(manual_dir, exist_ok=True)  # TFDS wants it to exist even for rendered data
+  # Checked only when download_and_prepare will build (it reuses an existing data_path).
+  # Rendered datasets have no check and read no manual directory; none is created.
+  if hasattr(builder, "check_manual_dir") and not builder.data_path.exists():
+    builder.check_manual_dir(manual_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 

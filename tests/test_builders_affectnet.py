@@ -86,3 +86,14 @@ def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
   assert ("lacks Manually_Annotated_file_lists/training.csv, "
           "Manually_Annotated_file_lists/validation.csv;") in incomplete
   assert "train_set/ and val_set/" in incomplete
+
+
+def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(tmp_path, capsys):
+  data_dir = tmp_path / "tfds"
+  (tmp_path / "manual" / "Manually_Annotated_Images").mkdir(parents=True)
+  for manual_dir, problem in ((None, "does not exist"), (tmp_path / "manual", "lacks")):
+    with pytest.raises(ValueError, match=f"^affectnet: manual directory .* {problem}") as error:
+      loaders.prepare("affectnet", "classes7", str(data_dir), manual_dir and str(manual_dir))
+    assert "\n" not in str(error.value)
+  assert capsys.readouterr().out == ""
+  assert not data_dir.exists()  # not even the default manual directory, data_dir/manual/affectnet

@@ -65,3 +65,15 @@ def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
   incomplete = fake_datasets.build_error("emotiw_gaf", "groups", str(tmp_path / "tfds"),
                                          str(tmp_path / "manual"))
   assert "lacks val|validation/negative, val|validation/neutral;" in incomplete
+
+
+def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(manual_dir, tmp_path, capsys):
+  data_dir, copy = tmp_path / "tfds", tmp_path / "manual"
+  shutil.copytree(manual_dir[0], copy, ignore=shutil.ignore_patterns("detections.json"))
+  for manual, problem in ((None, "manual directory .* does not exist"),
+                          (copy, "detections.json is missing")):
+    with pytest.raises(ValueError, match=f"^emotiw_gaf: .*{problem}") as error:
+      loaders.prepare("emotiw_gaf", "groups", str(data_dir), manual and str(manual))
+    assert "\n" not in str(error.value)
+  assert capsys.readouterr().out == ""
+  assert not data_dir.exists()  # not even the default manual directory, data_dir/manual/emotiw_gaf

@@ -122,3 +122,15 @@ def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
   empty = fake_datasets.build_error("gecv", "group_img", str(tmp_path / "tfds"),
                                     str(tmp_path / "manual"))
   assert "lacks train/*.json" in empty
+
+
+@pytest.mark.parametrize("config", ["single_img", "group_img", "group_vid"])
+def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(tmp_path, capsys, config):
+  data_dir = tmp_path / "tfds"
+  (tmp_path / "manual" / "train").mkdir(parents=True)
+  for manual_dir, problem in ((None, "does not exist"), (tmp_path / "manual", "lacks val;")):
+    with pytest.raises(ValueError, match=f"^gecv: manual directory .* {problem}") as error:
+      loaders.prepare("gecv", config, str(data_dir), manual_dir and str(manual_dir))
+    assert "\n" not in str(error.value)
+  assert capsys.readouterr().out == ""
+  assert not data_dir.exists()  # not even the default manual directory, data_dir/manual/gecv

@@ -72,3 +72,15 @@ def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
   incomplete = fake_datasets.build_error("vgaf", "clips", str(tmp_path / "tfds"),
                                          str(tmp_path / "manual"))
   assert "lacks Val, Val_labels.txt;" in incomplete
+
+
+def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(manual_dir, tmp_path, capsys):
+  data_dir, copy = tmp_path / "tfds", tmp_path / "manual"
+  shutil.copytree(manual_dir, copy, ignore=shutil.ignore_patterns("2_3.json"))
+  for manual, problem in ((None, "manual directory .* does not exist"),
+                          (copy, "1 of the 4 videos in Train_labels.txt have no detections")):
+    with pytest.raises(ValueError, match=f"^vgaf: .*{problem}") as error:
+      loaders.prepare("vgaf", "clips", str(data_dir), manual and str(manual))
+    assert "\n" not in str(error.value)
+  assert capsys.readouterr().out == ""
+  assert not data_dir.exists()  # not even the default manual directory, data_dir/manual/vgaf

@@ -111,21 +111,30 @@ def set_faces(set_dir: str):
                 image_path=os.path.join(images_dir, name), landmarks=points, box=None, code=code)
 
 
-def _readers(root: str) -> dict:
-  """Split -> iterator of faces, for whichever layout the manual directory holds."""
-  csv_layout = [IMAGES, *CSV_FILES.values()]
-  set_layout = [f"{folder}/{sub}" for folder in SET_FOLDERS.values()
-                for sub in ("images", "annotations")]
-  absent_csv, absent_set = manual.missing(root, csv_layout), manual.missing(root, set_layout)
+_CSV_LAYOUT = [IMAGES, *CSV_FILES.values()]
+_SET_LAYOUT = [f"{folder}/{sub}" for folder in SET_FOLDERS.values()
+               for sub in ("images", "annotations")]
+
+
+def _layout(root: str) -> str:
+  """The layout `root` holds in full, "csv" (a) or "sets" (b); else the one-line error."""
+  absent_csv, absent_set = manual.missing(root, _CSV_LAYOUT), manual.missing(root, _SET_LAYOUT)
   if not absent_csv:
-    images_dir = manual.resolve(root, IMAGES)
-    return {split: csv_faces(images_dir, manual.resolve(root, path))
-            for split, path in CSV_FILES.items()}
+    return "csv"
   if not absent_set:
-    return {split: set_faces(manual.resolve(root, folder)) for split, folder in SET_FOLDERS.items()}
+    return "sets"
   # Report the layout the directory is closer to: that is the one being copied in.
   absent = absent_csv if len(absent_csv) <= len(absent_set) else absent_set
   raise manual.missing_error(root, "affectnet", absent, LAYOUT)
+
+
+def _readers(root: str) -> dict:
+  """Split -> iterator of faces, for whichever layout the manual directory holds."""
+  if _layout(root) == "csv":
+    images_dir = manual.resolve(root, IMAGES)
+    return {split: csv_faces(images_dir, manual.resolve(root, path))
+            for split, path in CSV_FILES.items()}
+  return {split: set_faces(manual.resolve(root, folder)) for split, folder in SET_FOLDERS.items()}
 
 
 @dataclasses.dataclass
@@ -155,6 +164,14 @@ class Affectnet(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(features=records.faces_features(names),
                                           supervised_keys=("image", "emotion"),
                                           description=__doc__)
+
+  def check_manual_dir(self, manual_dir: str) -> None:
+    """A one-line ValueError unless `manual_dir` holds one of the two layouts in full.
+
+    data_pipelines.loaders.prepare runs it before TFDS starts building;
+    _split_generators runs the same check (through _readers).
+    """
+    _layout(manual_dir)
 
   def _split_generators(self, dl_manager):
     readers = _readers(manual.directory(dl_manager))

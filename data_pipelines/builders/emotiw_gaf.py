@@ -67,6 +67,29 @@ def load_detections(path: str) -> dict[str, list]:
   return detections
 
 
+def _split_images(root: str) -> tuple[dict, dict]:
+  """(detections, split -> (labelled_images, their paths relative to `root`)); one-line errors."""
+  manual.require(root, "emotiw_gaf", LAYOUT, [f"{folder}/{label}"
+                                              for folder in _SPLIT_FOLDERS.values()
+                                              for label in GROUP_EMOTIONS])
+  detections_path = manual.find(root, DETECTIONS)
+  if detections_path is None:
+    raise ValueError(f"emotiw_gaf: {os.path.join(root, DETECTIONS)} is missing: the faces "
+                     "(box + 5 landmarks) of every image, made by a face detector in the "
+                     "format documented in data_pipelines/builders/emotiw_gaf.py")
+  detections = load_detections(detections_path)
+  splits = {}
+  for split, folders in _SPLIT_FOLDERS.items():
+    images = labelled_images(manual.find(root, folders))
+    relative = [os.path.relpath(path, root).replace(os.sep, "/") for path, _ in images]
+    absent = [r for r in relative if r not in detections]
+    if absent:
+      raise ValueError(f"emotiw_gaf: {detections_path} has no entry for {len(absent)} of the "
+                       f"{len(images)} {split} images (first: {absent[0]}); rerun the detector")
+    splits[split] = (images, relative)
+  return detections, splits
+
+
 class EmotiwGaf(tfds.core.GeneratorBasedBuilder):
   """EmotiW GAF: group images labelled positive, negative or neutral."""
 
@@ -84,27 +107,18 @@ class EmotiwGaf(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(features=records.groups_features(), description=__doc__)
 
+  def check_manual_dir(self, manual_dir: str) -> None:
+    """A one-line ValueError unless `manual_dir` holds the class folders and detections for all.
+
+    data_pipelines.loaders.prepare runs it before TFDS starts building;
+    _split_generators runs the same check (through _split_images).
+    """
+    _split_images(manual_dir)
+
   def _split_generators(self, dl_manager):
-    root = manual.directory(dl_manager)
-    manual.require(root, "emotiw_gaf", LAYOUT, [f"{folder}/{label}"
-                                                for folder in _SPLIT_FOLDERS.values()
-                                                for label in GROUP_EMOTIONS])
-    detections_path = manual.find(root, DETECTIONS)
-    if detections_path is None:
-      raise ValueError(f"emotiw_gaf: {os.path.join(root, DETECTIONS)} is missing: the faces "
-                       "(box + 5 landmarks) of every image, made by a face detector in the "
-                       "format documented in data_pipelines/builders/emotiw_gaf.py")
-    detections = load_detections(detections_path)
-    splits = {}
-    for split, folders in _SPLIT_FOLDERS.items():
-      images = labelled_images(manual.find(root, folders))
-      relative = [os.path.relpath(path, root).replace(os.sep, "/") for path, _ in images]
-      absent = [r for r in relative if r not in detections]
-      if absent:
-        raise ValueError(f"emotiw_gaf: {detections_path} has no entry for {len(absent)} of the "
-                         f"{len(images)} {split} images (first: {absent[0]}); rerun the detector")
-      splits[split] = self._generate_examples(images, relative, detections, split)
-    return splits
+    detections, splits = _split_images(manual.directory(dl_manager))
+    return {split: self._generate_examples(images, relative, detections, split)
+            for split, (images, relative) in splits.items()}
 
   def _generate_examples(self, images, relative, detections, split: str):
     skipped = 0

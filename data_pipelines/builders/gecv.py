@@ -140,18 +140,26 @@ class Gecv(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(features=records.FEATURES[self.builder_config.kind](),
                                           description=__doc__)
 
+  def check_manual_dir(self, manual_dir: str) -> None:
+    """A one-line ValueError unless `manual_dir` holds train/ and val/, each split with videos.
+
+    data_pipelines.loaders.prepare runs it before TFDS starts building, and
+    _split_generators before reading anything.
+    """
+    manual.require(manual_dir, "gecv", LAYOUT, ["train", "val"])
+    for folder in _SPLIT_FOLDERS.values():
+      directory = manual.find(manual_dir, folder)
+      if directory is not None and not annotated_videos(directory):
+        raise manual.missing_error(manual_dir, "gecv", [f"{folder}/*.json"], LAYOUT)
+
   def _split_generators(self, dl_manager):
     root = manual.directory(dl_manager)
-    manual.require(root, "gecv", LAYOUT, ["train", "val"])
+    self.check_manual_dir(root)
     splits = {}
     for split, folder in _SPLIT_FOLDERS.items():
       directory = manual.find(root, folder)
-      if directory is None:
-        continue  # only test may be absent: require() checked the others
-      paths = annotated_videos(directory)
-      if not paths:
-        raise manual.missing_error(root, "gecv", [f"{folder}/*.json"], LAYOUT)
-      splits[split] = self._generate_examples(paths, split)
+      if directory is not None:  # only test may be absent: check_manual_dir checked the others
+        splits[split] = self._generate_examples(annotated_videos(directory), split)
     return splits
 
   def _generate_examples(self, paths: list[str], split: str):

@@ -3,10 +3,12 @@
 Every real-dataset builder checks its manual directory here before reading
 anything, so a wrong or half-copied download fails with one line that names
 the directory, the missing entries and the expected layout, instead of a
-traceback from deep inside a reader. Entry names match case-insensitively
-(distributions differ: `Train` vs `train`), and a path component may list
-alternatives separated by `|` (`val|validation`). Images of a manual
-directory are read here too, with the same kind of one-line error.
+traceback from deep inside a reader. A builder's `check_manual_dir` runs
+that check; data_pipelines.loaders.prepare calls it before TFDS starts, so
+the error comes before TFDS prints or writes anything. Entry names match
+case-insensitively (distributions differ: `Train` vs `train`), and a path
+component may list alternatives separated by `|` (`val|validation`). Images
+of a manual directory are read here too, with the same kind of one-line error.
 """
 
 import os

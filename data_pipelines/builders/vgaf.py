@@ -82,6 +82,13 @@ def _split_videos(root: str, folder: str, labels_file: str) -> list[tuple]:
   return videos
 
 
+def _videos(root: str) -> dict[str, list[tuple]]:
+  """Split -> _split_videos of it, once the folders and labels files are there; one-line errors."""
+  manual.require(root, "vgaf", LAYOUT, [name for pair in _SPLITS.values() for name in pair])
+  return {split: _split_videos(root, folder, labels_file)
+          for split, (folder, labels_file) in _SPLITS.items()}
+
+
 @dataclasses.dataclass
 class VgafConfig(tfds.core.BuilderConfig):
   """How many frames per second of each clip the records keep."""
@@ -104,11 +111,18 @@ class Vgaf(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(features=records.clips_features(), description=__doc__)
 
+  def check_manual_dir(self, manual_dir: str) -> None:
+    """A one-line ValueError unless `manual_dir` holds every labelled video and its detections.
+
+    data_pipelines.loaders.prepare runs it before TFDS starts building;
+    _split_generators runs the same check (through _videos).
+    """
+    _videos(manual_dir)
+
   def _split_generators(self, dl_manager):
-    root = manual.directory(dl_manager)
-    manual.require(root, "vgaf", LAYOUT, [name for pair in _SPLITS.values() for name in pair])
-    return {split: self._generate_examples(_split_videos(root, folder, labels_file), split)
-            for split, (folder, labels_file) in _SPLITS.items()}
+    videos = _videos(manual.directory(dl_manager))
+    return {split: self._generate_examples(split_videos, split)
+            for split, split_videos in videos.items()}
 
   def _generate_examples(self, videos: list[tuple], split: str):
     rate = self.builder_config.frames_per_second
