@@ -44,8 +44,8 @@ def _define_flags() -> None:
   flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
 
 
-def restore(workdir: str, mesh):
-  """(config, model, state on `mesh`, step) of the EmoNet run in `workdir`: best, else latest."""
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config of the EmoNet run in `workdir`; one-line errors if it holds no such run."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{workdir} holds no run (no config.json); "
@@ -55,6 +55,12 @@ def restore(workdir: str, mesh):
   if config.task != "individual":
     raise ValueError(f"{workdir} is a {config.task!r} run; features come from an "
                      "'individual' (EmoNet) run")
+  return config
+
+
+def restore(workdir: str, mesh):
+  """(config, model, state on `mesh`, step) of the EmoNet run in `workdir`: best, else latest."""
+  config = run_config(workdir)
   model, state, step = individual.restore(config, workdir, mesh)
   return config, model, state, step
 

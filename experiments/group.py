@@ -1,17 +1,24 @@
 """Train / evaluate a group-level fusion (FeA, FeB, FeC = NVPF) on a groups dataset.
 
 The fusions see faces through a trained EmoNet: `config.features.emonet_workdir`
-names its run, and experiments.cache_features writes the dataset's EmoNet
-embeddings once (reused by every later run of the same checkpoint); the
-group loaders then read that cache with N = config.model.max_faces slots.
+names its run. `config.features.mode` says how:
+- "cached" (default): EmoNet stays frozen; experiments.cache_features writes
+  the dataset's EmoNet embeddings once (reused by every later run of the same
+  checkpoint) and the group loaders read that cache;
+- "end_to_end": EmoNet starts from that run and is fine-tuned with the fusion
+  on the groups' face pixels (augmented if config.data.augment), its learning
+  rate scaled by config.features.emonet_learning_rate_scale.
+Either way a group fills N = config.model.max_faces slots.
 """
 
 import os
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from data_pipelines import builders, loaders
+from data_pipelines.builders.records import FACE_SIDE
 from emoflow.tasks import group
 from emoflow.train import loop, optimizer, parallel
 from emoflow.train.state import TrainState
@@ -19,8 +26,7 @@ from experiments import cache_features, individual
 
 # config.data.source shorthands: "synthcrowd" runs any group config on rendered data.
 SOURCE_SHORTHANDS = {"synthcrowd": "synthcrowd/groups_small"}
-# Feature modes: only the EmoNet cache so far (EmoNet frozen while the fusion trains).
-FEATURE_MODES = ("cached",)
+FEATURE_MODES = ("cached", "end_to_end")  # module docstring
 
 
 def source(config) -> str:
@@ -28,14 +34,16 @@ def source(config) -> str:
   return SOURCE_SHORTHANDS.get(config.data.source, config.data.source)
 
 
-def _prepare_source(config) -> None:
-  """Builds a registry dataset if absent; a missing download says how to run on SynthCrowd instead."""
+def groups_builder(config):
+  """The groups dataset's TFDS builder, built if absent; a missing download also says how to run
+  on SynthCrowd instead."""
+  data_dir = os.path.expanduser(config.data.data_dir)
   name, _, data_config = source(config).partition("/")
   if os.path.isdir(source(config)) or not data_config:
-    return  # a prepared directory, or a malformed name that cache_features reports
+    return cache_features.source_builder(source(config), data_dir)  # a directory, or its error
   builders.get(name)  # an unknown name fails here, without the hint below
   try:
-    loaders.prepare(name, data_config, config.data.data_dir, config.data.manual_dir)
+    return loaders.prepare(name, data_config, data_dir, config.data.manual_dir)
   except ValueError as e:
     if name == "synthcrowd":
       raise
@@ -43,15 +51,15 @@ def _prepare_source(config) -> None:
                      "--config.data.source=synthcrowd") from None
 
 
+def _no_emonet(e: FileNotFoundError) -> FileNotFoundError:
+  return FileNotFoundError(f"no trained EmoNet for the group features ({e}); run `python -m "
+                           "experiments.run --config=emonet_synthcrowd` first or set "
+                           "--config.features.emonet_workdir")
+
+
 def features_builder(config):
   """The TFDS builder of the EmoNet feature cache of the groups dataset (written if absent)."""
-  if config.features.mode == "end_to_end":
-    raise ValueError("features.mode 'end_to_end' (fine-tuning EmoNet with the fusion) is not "
-                     "implemented yet; use features.mode=cached")
-  if config.features.mode not in FEATURE_MODES:
-    raise ValueError(f"features.mode {config.features.mode!r} unknown; known: "
-                     f"{', '.join(FEATURE_MODES)}")
-  _prepare_source(config)
+  groups_builder(config)
   data_dir = os.path.expanduser(config.data.data_dir)
   try:
     builder, written = cache_features.cache(
@@ -59,23 +67,61 @@ def features_builder(config):
         out_dir=os.path.expanduser(config.features.cache_dir or data_dir),
         batch_size=config.features.batch_size)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"no trained EmoNet for the group features ({e}); run `python -m "
-                            "experiments.run --config=emonet_synthcrowd` first or set "
-                            "--config.features.emonet_workdir") from None
+    raise _no_emonet(e) from None
   if written:
     print(f"cached EmoNet features of {source(config)} in {builder.data_dir}")
   return builder
 
 
-def initial_state(config, fusion, num_features: int) -> TrainState:
-  features = jnp.zeros((1, config.model.max_faces, num_features), jnp.float32)
-  mask = jnp.ones((1, config.model.max_faces), bool)
-  variables = jax.jit(lambda rng: fusion.init(rng, features, mask))(jax.random.key(config.seed))
-  return TrainState.create(variables, optimizer.make_optimizer(config.optimizer, config.num_steps))
+def _emonet(config, mesh, with_weights: bool):
+  """(EmoNet module, its trained variables or None) of the run in config.features.emonet_workdir."""
+  workdir = config.features.emonet_workdir
+  try:
+    if not with_weights:
+      return individual.make_model(cache_features.run_config(workdir)), None
+    _, model, state, _ = cache_features.restore(workdir, mesh)
+  except FileNotFoundError as e:
+    raise _no_emonet(e) from None
+  return model, jax.device_get(state.variables)
 
 
-def _num_features(builder) -> int:
-  return builder.info.features["embeddings"].shape[-1]
+def make_fusion_and_data(config, mesh, with_weights: bool = True):
+  """(fusion, the TFDS builder its loaders read, trained EmoNet variables or None) for the
+  config's features.mode; `with_weights=False` skips loading EmoNet's weights (restoring a run)."""
+  if config.features.mode not in FEATURE_MODES:
+    raise ValueError(f"features.mode {config.features.mode!r} unknown; known: "
+                     f"{', '.join(FEATURE_MODES)}")
+  fusion = group.make_fusion(config.model)
+  if config.features.mode == "cached":
+    return fusion, features_builder(config), None
+  emonet, emonet_variables = _emonet(config, mesh, with_weights)
+  return group.FineTuned(fusion, emonet), groups_builder(config), emonet_variables
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """config.optimizer; end to end, EmoNet's part at emonet_learning_rate_scale times the rate."""
+  tx = optimizer.make_optimizer(config.optimizer, config.num_steps)
+  if config.features.mode != "end_to_end":
+    return tx
+  emonet_config = config.optimizer.copy_and_resolve_references()
+  emonet_config.learning_rate *= config.features.emonet_learning_rate_scale
+  emonet_tx = optimizer.make_optimizer(emonet_config, config.num_steps)
+  return optax.multi_transform({"emonet": emonet_tx, "fusion": tx},
+                               lambda params: {name: name for name in params})
+
+
+def initial_state(config, fusion, builder, emonet_variables=None) -> TrainState:
+  """The fusion initialised from config.seed (EmoNet's part from `emonet_variables` if given)."""
+  n = config.model.max_faces
+  if isinstance(fusion, group.FineTuned):
+    inputs = jnp.zeros((1, n, FACE_SIDE, FACE_SIDE, 3), jnp.uint8)
+  else:
+    inputs = jnp.zeros((1, n, builder.info.features["embeddings"].shape[-1]), jnp.float32)
+  mask = jnp.ones((1, n), bool)
+  variables = jax.jit(lambda rng: fusion.init(rng, inputs, mask))(jax.random.key(config.seed))
+  if emonet_variables is not None:
+    variables = fusion.with_emonet(variables, emonet_variables)
+  return TrainState.create(variables, make_optimizer(config))
 
 
 def _evaluate_fn(config, fusion, mesh, builder, split: str):
@@ -88,7 +134,8 @@ def _evaluate_fn(config, fusion, mesh, builder, split: str):
 
 def _with_row(results: dict, fusion) -> dict:
   """The evaluation plus the Table 5 columns that name the model."""
-  return {**results, "table_row": {"model": "EmoNet", "fusion": fusion.scheme,
+  model = "EmoNet (fine-tuned)" if isinstance(fusion, group.FineTuned) else "EmoNet"
+  return {**results, "table_row": {"model": model, "fusion": fusion.scheme,
                                    "stage": fusion.stage}}
 
 
@@ -97,16 +144,16 @@ def train(config, workdir: str) -> dict:
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  fusion = group.make_fusion(config.model)
-  builder = features_builder(config)
+  fusion, builder, emonet_variables = make_fusion_and_data(config, mesh)
   train_source = loaders.split_source(builder, config.data.train_split)
   outcome = loop.fit(
-      workdir=workdir, state=initial_state(config, fusion, _num_features(builder)),
+      workdir=workdir, state=initial_state(config, fusion, builder, emonet_variables),
       train_step=group.make_train_step(fusion),
       train_batches=lambda start: loaders.train_group_batches(
           train_source, batch_size=config.batch_size, max_faces=config.model.max_faces,
-          seed=config.seed, num_steps=config.num_steps, start_step=start, augment=False,
-          read_threads=config.data.read_threads, workers=config.data.workers),
+          seed=config.seed, num_steps=config.num_steps, start_step=start,
+          augment=config.data.augment, read_threads=config.data.read_threads,
+          workers=config.data.workers),
       evaluate=_evaluate_fn(config, fusion, mesh, builder, config.data.eval_split),
       num_steps=config.num_steps, seed=config.seed, mesh=mesh, log_every=config.log_every,
       eval_every=config.eval.every, keep_latest=config.checkpoint.keep_latest,
@@ -119,10 +166,9 @@ def evaluate(config, workdir: str) -> dict:
   """Evaluates the best checkpoint in `workdir` on `config.data.eval_split`."""
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  fusion = group.make_fusion(config.model)
-  builder = features_builder(config)
-  state, _ = individual.restore_best(
-      config, workdir, mesh, lambda: initial_state(config, fusion, _num_features(builder)))
+  fusion, builder, _ = make_fusion_and_data(config, mesh, with_weights=False)
+  state, _ = individual.restore_best(config, workdir, mesh,
+                                     lambda: initial_state(config, fusion, builder))
   return _with_row(_evaluate_fn(config, fusion, mesh, builder, config.data.eval_split)(state),
                    fusion)
 

@@ -9,8 +9,8 @@ from scipy.special import log_softmax
 from sklearn import metrics as skm
 
 from emoflow.labels import GROUP_EMOTIONS
-from emoflow.models import NVPF, priors
-from emoflow.tasks import group
+from emoflow.models import NVPF, EmoNet, priors
+from emoflow.tasks import group, individual
 from emoflow.train import optimizer, parallel
 from emoflow.train.state import TrainState
 
@@ -31,11 +31,23 @@ def _batch(seed: int = 0, size: int = B) -> dict:
   return {"embeddings": embeddings, "mask": mask, "label": rng.integers(0, 3, size).astype(np.int32)}
 
 
-def _state(fusion, num_steps: int = 10) -> TrainState:
-  variables = fusion.init(jax.random.key(0), jnp.zeros((1, N, M)), jnp.ones((1, N), bool))
+def _state(fusion, num_steps: int = 10, inputs=None, learning_rate: float = 1e-2) -> TrainState:
+  inputs = jnp.zeros((1, N, M)) if inputs is None else inputs
+  variables = fusion.init(jax.random.key(0), inputs, jnp.ones((1, N), bool))
   tx = optimizer.make_optimizer(ml_collections.ConfigDict(
-      {"name": "adam", "learning_rate": 1e-2, "warmup_steps": 0}), num_steps)
+      {"name": "adam", "learning_rate": learning_rate, "warmup_steps": 0}), num_steps)
   return TrainState.create(variables, tx)
+
+
+def _fine_tuned(fusion_name: str):
+  """A FineTuned fusion over an EmoNet of M-dim embeddings, its state and a batch of pixel faces."""
+  fusion = group.FineTuned(group.make_fusion(_model_config(fusion_name)),
+                           EmoNet(num_classes=8, embed_dim=M))
+  batch = _batch(size=2)
+  faces = np.random.default_rng(3).integers(0, 256, (2, N, 112, 112, 3), np.uint8)
+  batch = {**batch, "faces": faces * batch["mask"][..., None, None, None].astype(np.uint8)}
+  state = _state(fusion, inputs=jnp.zeros((1, N, 112, 112, 3), jnp.uint8), learning_rate=1e-3)
+  return fusion, state, batch
 
 
 def test_face_features_have_unit_mean_square_and_empty_slots_stay_zero():
@@ -109,6 +121,41 @@ def test_train_step_lowers_the_loss_and_trains_only_a_trainable_prior(prior):
   assert all(moved) if prior == "learned_gaussian" else not any(moved)
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(start["flow"]),
                                                       jax.tree.leaves(state.params["flow"])))
+
+
+@pytest.mark.parametrize("fusion_name", ["fea", "fec"])
+def test_fine_tuned_fusion_is_the_fusion_on_emonet_embeddings_of_the_pixels(fusion_name):
+  fusion, state, batch = _fine_tuned(fusion_name)
+  variables = state.variables
+  probs = jax.jit(lambda v, f, m: group.predict(fusion, v, f, m))(
+      variables, batch["faces"], batch["mask"])
+  emonet_variables = {col: v["emonet"] for col, v in variables.items()}
+  fusion_variables = {col: v["fusion"] for col, v in variables.items() if "fusion" in v}
+  _, embeddings = jax.jit(lambda v, x: EmoNet(num_classes=8, embed_dim=M).apply(v, x))(
+      emonet_variables, individual.normalize_faces(batch["faces"].reshape(-1, 112, 112, 3)))
+  embeddings = np.asarray(embeddings).reshape(2, N, M)
+  want = group.predict(fusion.fusion, fusion_variables, embeddings, batch["mask"])
+  np.testing.assert_allclose(probs, want, atol=1e-5)
+
+
+def test_fine_tuned_train_step_trains_emonet_and_the_fusion_but_keeps_batch_statistics():
+  fusion, state, batch = _fine_tuned("fec")
+  trained = group.FineTuned.with_emonet(
+      state.variables, jax.tree.map(lambda x: x + 0.01, {col: v["emonet"] for col, v
+                                                         in state.variables.items()}))
+  state = TrainState.create(trained, state.tx)
+  start = jax.tree.map(np.asarray, state.variables)
+  step = jax.jit(group.make_train_step(fusion))
+  losses = []
+  for i in range(3):
+    state, metrics = step(state, batch, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  for part in ("emonet", "fusion"):
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(start["params"][part]), jax.tree.leaves(state.params[part]))), part
+  jax.tree.map(np.testing.assert_array_equal, start["batch_stats"],
+               jax.device_get(state.model_state["batch_stats"]))
 
 
 def test_evaluate_matches_sklearn_and_skips_padding():

@@ -72,14 +72,28 @@ def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data
     assert trained == evaluated  # the same numbers under another title
 
 
+def test_tiny_end_to_end_run_fine_tunes_emonet_and_resumes(tmp_path, emonet_run, data_dir, groups):
+  args = _tiny("nvpf_synthcrowd:fea,e2e,tiny", tmp_path / "run", data_dir, emonet_run,
+               f"--config.data.source={groups}")
+  result = _run(*args)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "| EmoNet (fine-tuned) | averaging (FeA) | score |" in result.stdout
+  evaluated = _run(*args, "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  trained, evaluated = ((tmp_path / "run" / name).read_text().splitlines()[2:]
+                        for name in ("results.md", "results_validation.md"))
+  assert trained == evaluated
+
+
 def test_emotiw_without_its_download_says_what_to_get_and_to_try_synthcrowd(tmp_path, emonet_run):
   result = _run(*_tiny("nvpf_emotiw", tmp_path / "run", tmp_path / "tfds", emonet_run))
   assert result.returncode == 2, result.stderr[-2000:]
   line = result.stderr.strip().splitlines()[-1]
   assert line.startswith(f"error: emotiw_gaf: manual directory {tmp_path}/tfds/manual/emotiw_gaf "
-                         "lacks train/positive"), line
+                         "does not exist"), line
   assert "MANUAL_DOWNLOAD_INSTRUCTIONS" in line
   assert line.endswith("; or run this config on rendered data: --config.data.source=synthcrowd")
+  assert not os.path.exists(tmp_path / "tfds")  # nothing written for data that is not there
 
 
 def test_emotiw_config_runs_on_synthcrowd(tmp_path, emonet_run, data_dir):
@@ -99,15 +113,14 @@ def test_user_mistakes_are_one_line(tmp_path, groups):
   source = f"--config.data.source={groups}"
   cases = {
       ("--config=nvpf_synthcrowd:fed",):
-          "error: unknown variant 'fed' of nvpf_synthcrowd; known: fea, feb, fec, tiny "
+          "error: unknown variant 'fed' of nvpf_synthcrowd; known: fea, feb, fec, e2e, tiny "
           "(combine with commas)",
       ("--config=nvpf_synthcrowd:tiny", source, f"--config.features.emonet_workdir={tmp_path}"):
           f"error: no trained EmoNet for the group features ({tmp_path} holds no run (no "
           "config.json); train one with experiments.run); run `python -m experiments.run "
           "--config=emonet_synthcrowd` first or set --config.features.emonet_workdir",
-      ("--config=nvpf_synthcrowd:tiny", source, "--config.features.mode=end_to_end"):
-          "error: features.mode 'end_to_end' (fine-tuning EmoNet with the fusion) is not "
-          "implemented yet; use features.mode=cached",
+      ("--config=nvpf_synthcrowd:tiny", source, "--config.features.mode=frozen"):
+          "error: features.mode 'frozen' unknown; known: cached, end_to_end",
       ("--config=nvpf_synthcrowd:tiny", source, "--config.model.prior=flat"):
           f"error: unknown prior 'flat'; known: {', '.join(priors.known())}",
   }

@@ -11,7 +11,9 @@ slots with a mask. The fusion schemes of the paper's Table 5 are a registry:
 
 Each fusion gives class scores whose softmax is the prediction (logits for
 FeA/FeB, class log-likelihoods for FeC) and its loss; the pure train step,
-the prediction every consumer calls and the evaluation are shared.
+the prediction every consumer calls and the evaluation are shared. Any of
+them runs on cached EmoNet embeddings (inputs `embeddings`), or, wrapped in
+`FineTuned`, on the faces' pixels (inputs `faces`) with EmoNet trained too.
 
 Face features: every fusion sees each face's embedding L2-normalised and
 scaled by sqrt(M), so every entry has unit mean square whatever EmoNet's
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from emoflow.labels import GROUP_EMOTIONS
-from emoflow.models import NVPF, FeA, FeB, priors
+from emoflow.models import NVPF, EmoNet, FeA, FeB, priors
 from emoflow.tasks import individual
 from emoflow.train import parallel
 
@@ -48,8 +50,19 @@ def cross_entropy(scores: jax.Array, labels: jax.Array) -> jax.Array:
   return individual.weighted_cross_entropy(scores, labels, jnp.ones(scores.shape[-1], jnp.float32))
 
 
+class OnEmbeddings:
+  """A fusion's inputs are cached EmoNet embeddings [B, N, M], batch key `embeddings`."""
+
+  input_key = "embeddings"
+
+  def features(self, variables, embeddings, mask) -> jax.Array:
+    """The fusion's face features from its inputs: here `face_features`, nothing trained."""
+    del variables
+    return face_features(embeddings, mask)
+
+
 @dataclasses.dataclass(frozen=True)
-class HeadFusion:
+class HeadFusion(OnEmbeddings):
   """FeA / FeB: a Flax head (features [B, N, M], mask, train) -> logits; loss = cross-entropy."""
 
   head: nn.Module
@@ -73,7 +86,7 @@ class HeadFusion:
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowFusion:
+class FlowFusion(OnEmbeddings):
   """FeC: NVPF + a prior by name; scores = class log-likelihoods log p_S(S | c) (Eq. 7).
 
   Params are {"flow": NVPF params, "prior": prior params} in one pytree (a
@@ -115,6 +128,69 @@ class FlowFusion:
     return {"loss": nll + self.ce_weight * ce, "nll_per_entry": nll, "cross_entropy": ce}
 
 
+def _part(variables: dict, name: str) -> dict:
+  """The `name` entry of every collection of `variables` that has one."""
+  return {col: v[name] for col, v in variables.items() if name in v}
+
+
+def _nest(**parts: dict) -> dict:
+  """Variables of several models -> one variables dict: collection -> {model name: ...}."""
+  cols = {col for variables in parts.values() for col in variables}
+  return {col: {name: v[col] for name, v in parts.items() if col in v} for col in sorted(cols)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuned:
+  """A fusion trained end to end with EmoNet, on the faces' pixels [B, N, 112, 112, 3] uint8.
+
+  EmoNet embeds every slot's face and `fusion` runs on those embeddings as on
+  cached ones (face_features), but the gradient reaches EmoNet's weights too.
+  EmoNet keeps its BatchNorm statistics (inference mode): empty slots must not
+  enter them, and a batch holds few groups' faces. Variables hold both models,
+  each collection as {"emonet": ..., "fusion": ...}; `with_emonet` puts a
+  trained EmoNet's variables in.
+  """
+
+  fusion: HeadFusion | FlowFusion
+  emonet: EmoNet
+  input_key = "faces"
+
+  @property
+  def scheme(self) -> str:
+    return self.fusion.scheme
+
+  @property
+  def stage(self) -> str:
+    return self.fusion.stage
+
+  def init(self, rng, faces, mask) -> dict:
+    emonet_rng, fusion_rng = jax.random.split(rng)
+    emonet = self.emonet.init(emonet_rng, jnp.zeros((1, *faces.shape[2:]), jnp.float32))
+    embeddings = jnp.zeros((*mask.shape, self.emonet.embed_dim), jnp.float32)
+    return _nest(emonet=emonet, fusion=self.fusion.init(fusion_rng, embeddings, mask))
+
+  @staticmethod
+  def with_emonet(variables: dict, emonet_variables: dict) -> dict:
+    """`variables` with EmoNet's part replaced by a trained EmoNet's variables."""
+    return _nest(emonet=emonet_variables, fusion=_part(variables, "fusion"))
+
+  def features(self, variables, faces, mask) -> jax.Array:
+    """EmoNet's embeddings of the slots' faces, as face_features [B, N, M]."""
+    flat = individual.normalize_faces(faces.reshape(-1, *faces.shape[2:]))
+    _, embeddings = self.emonet.apply(_part(variables, "emonet"), flat, train=False)
+    return face_features(embeddings.reshape(*mask.shape, -1), mask)
+
+  def class_scores(self, variables, features, mask, *, train=False, rng=None):
+    """The fusion's (class scores, its non-param collections) with EmoNet's collections kept."""
+    scores, updates = self.fusion.class_scores(_part(variables, "fusion"), features, mask,
+                                               train=train, rng=rng)
+    rest = {col: v for col, v in variables.items() if col != "params"}
+    return scores, _nest(emonet=_part(rest, "emonet"), fusion=updates)
+
+  def loss(self, scores, labels, num_entries) -> dict:
+    return self.fusion.loss(scores, labels, num_entries)
+
+
 def class_log_likelihoods(prior, prior_params, h, logdet, mask) -> jax.Array:
   """log p_S(S | c) = log p_H(H | c) + log|det dF/dS| (Eq. 7), [B, C]."""
   return prior.log_prob(prior_params, h, mask) + logdet[:, None]
@@ -140,9 +216,10 @@ def make_fusion(model_config):
   return _FUSIONS[model_config.fusion](model_config)
 
 
-def predict(fusion, variables, embeddings: jax.Array, mask: jax.Array) -> jax.Array:
-  """Group emotion probabilities [B, C]: softmax of the fusion's class scores."""
-  scores, _ = fusion.class_scores(variables, face_features(embeddings, mask), mask)
+def predict(fusion, variables, inputs: jax.Array, mask: jax.Array) -> jax.Array:
+  """Group emotion probabilities [B, C] from the fusion's inputs (`fusion.input_key`): softmax of
+  its class scores."""
+  scores, _ = fusion.class_scores(variables, fusion.features(variables, inputs, mask), mask)
   return jax.nn.softmax(scores)
 
 
@@ -150,12 +227,12 @@ def make_train_step(fusion) -> Callable:
   """step(state, batch, rng) -> (state, {"loss", "accuracy", loss terms}), pure, for fit()."""
   def train_step(state, batch, rng):
     mask, labels = batch["mask"], batch["label"]
-    features = face_features(batch["embeddings"], mask)
-    num_entries = features.shape[-1] * jnp.sum(mask, axis=-1)
 
     def loss_fn(params):
-      scores, updates = fusion.class_scores({"params": params, **state.model_state}, features,
-                                            mask, train=True, rng=rng)
+      variables = {"params": params, **state.model_state}
+      features = fusion.features(variables, batch[fusion.input_key], mask)
+      num_entries = features.shape[-1] * jnp.sum(mask, axis=-1)
+      scores, updates = fusion.class_scores(variables, features, mask, train=True, rng=rng)
       terms = fusion.loss(scores, labels, num_entries)
       return terms["loss"], (scores, terms, updates)
 
@@ -170,10 +247,11 @@ def make_evaluate(fusion, batches: Callable[[], Iterable[dict]], mesh,
                   class_names=GROUP_EMOTIONS) -> Callable:
   """evaluate(state) -> mAC, UAR, F1, acc/<class> and the confusion matrix (paper Table 5).
 
-  `batches()` yields fixed-size feature batches with a boolean "valid" (padding) mask.
+  `batches()` yields fixed-size batches of the fusion's inputs with a boolean "valid"
+  (padding) mask.
   """
   def eval_step(state, batch):
-    probs = predict(fusion, state.variables, batch["embeddings"], batch["mask"])
+    probs = predict(fusion, state.variables, batch[fusion.input_key], batch["mask"])
     return {"prediction": jnp.argmax(probs, -1), "label": batch["label"], "valid": batch["valid"]}
 
   eval_step = parallel.jit_eval_step(eval_step, mesh)
