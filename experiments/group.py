@@ -11,78 +11,18 @@ names its run. `config.features.mode` says how:
 Either way a group fills N = config.model.max_faces slots.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import optax
 
-from data_pipelines import builders, loaders
+from data_pipelines import loaders
 from data_pipelines.builders.records import FACE_SIDE
 from emoflow.tasks import group
 from emoflow.train import loop, optimizer, parallel
 from emoflow.train.state import TrainState
-from experiments import cache_features, individual
+from experiments import individual, sources
 
-# config.data.source shorthands: "synthcrowd" runs any group config on rendered data.
-SOURCE_SHORTHANDS = {"synthcrowd": "synthcrowd/groups_small"}
 FEATURE_MODES = ("cached", "end_to_end")  # module docstring
-
-
-def source(config) -> str:
-  """config.data.source with shorthands resolved: NAME/CONFIG or a prepared dataset directory."""
-  return SOURCE_SHORTHANDS.get(config.data.source, config.data.source)
-
-
-def groups_builder(config):
-  """The groups dataset's TFDS builder, built if absent; a missing download also says how to run
-  on SynthCrowd instead."""
-  data_dir = os.path.expanduser(config.data.data_dir)
-  name, _, data_config = source(config).partition("/")
-  if os.path.isdir(source(config)) or not data_config:
-    return cache_features.source_builder(source(config), data_dir)  # a directory, or its error
-  builders.get(name)  # an unknown name fails here, without the hint below
-  try:
-    return loaders.prepare(name, data_config, data_dir, config.data.manual_dir)
-  except ValueError as e:
-    if name == "synthcrowd":
-      raise
-    raise ValueError(f"{e}; or run this config on rendered data: "
-                     "--config.data.source=synthcrowd") from None
-
-
-def _no_emonet(e: FileNotFoundError) -> FileNotFoundError:
-  return FileNotFoundError(f"no trained EmoNet for the group features ({e}); run `python -m "
-                           "experiments.run --config=emonet_synthcrowd` first or set "
-                           "--config.features.emonet_workdir")
-
-
-def features_builder(config):
-  """The TFDS builder of the EmoNet feature cache of the groups dataset (written if absent)."""
-  groups_builder(config)
-  data_dir = os.path.expanduser(config.data.data_dir)
-  try:
-    builder, written = cache_features.cache(
-        config.features.emonet_workdir, source(config), data_dir=data_dir,
-        out_dir=os.path.expanduser(config.features.cache_dir or data_dir),
-        batch_size=config.features.batch_size)
-  except FileNotFoundError as e:
-    raise _no_emonet(e) from None
-  if written:
-    print(f"cached EmoNet features of {source(config)} in {builder.data_dir}")
-  return builder
-
-
-def _emonet(config, mesh, with_weights: bool):
-  """(EmoNet module, its trained variables or None) of the run in config.features.emonet_workdir."""
-  workdir = config.features.emonet_workdir
-  try:
-    if not with_weights:
-      return individual.make_model(cache_features.run_config(workdir)), None
-    _, model, state, _ = cache_features.restore(workdir, mesh)
-  except FileNotFoundError as e:
-    raise _no_emonet(e) from None
-  return model, jax.device_get(state.variables)
 
 
 def make_fusion_and_data(config, mesh, with_weights: bool = True):
@@ -93,9 +33,9 @@ def make_fusion_and_data(config, mesh, with_weights: bool = True):
                      f"{', '.join(FEATURE_MODES)}")
   fusion = group.make_fusion(config.model)
   if config.features.mode == "cached":
-    return fusion, features_builder(config), None
-  emonet, emonet_variables = _emonet(config, mesh, with_weights)
-  return group.FineTuned(fusion, emonet), groups_builder(config), emonet_variables
+    return fusion, sources.features_builder(config), None
+  emonet, emonet_variables = sources.emonet(config, mesh, with_weights)
+  return group.FineTuned(fusion, emonet), sources.source_builder(config), emonet_variables
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

@@ -117,8 +117,8 @@ def save_or_check_config(config, workdir: str) -> None:
 
 
 def _tasks():
-  from experiments import group, individual  # noqa: PLC0415 - heavy imports after flag parsing
-  return {"individual": individual, "group": group}
+  from experiments import group, individual, video  # noqa: PLC0415 - heavy imports after flags
+  return {"individual": individual, "group": group, "video": video}
 
 
 def main(argv, run_name: str) -> None:

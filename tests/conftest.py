@@ -1,8 +1,28 @@
-"""Test set-up: 8 forced CPU devices (multi-device code runs on CPU), float32 by default."""
+"""Test set-up: 8 forced CPU devices (multi-device code runs on CPU), float32 by default;
+fixtures several modules share."""
 
 import os
+
+import pytest
 
 # Must happen before JAX initialises its backends.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def emonet_run(tmp_path_factory) -> str:
+  """The workdir of an (untrained) tiny EmoNet run with one checkpoint, as experiments.run saves it."""
+  from emoflow.train import checkpoint  # noqa: PLC0415 - after XLA_FLAGS is set
+  from experiments import individual  # noqa: PLC0415
+  from experiments.configs import emonet_synthcrowd  # noqa: PLC0415
+  workdir = tmp_path_factory.mktemp("emonet")
+  config = emonet_synthcrowd.get_config("tiny")
+  (workdir / "config.json").write_text(config.to_json())
+  state = individual.initial_state(config, individual.make_model(config), config.num_steps)
+  checkpoints = checkpoint.Checkpoints(str(workdir / "checkpoints"), best_metric="UAR")
+  checkpoints.save(state.replace(step=1), {"UAR": 0.5})
+  checkpoints.wait()
+  checkpoints.close()
+  return str(workdir)

@@ -7,7 +7,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from assets import loader_checks, tiny_records
 
 from data_pipelines import loaders

@@ -8,32 +8,27 @@ import sys
 import time
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout)
+from assets.runner import ROOT, run_experiment
 
 
 def test_unknown_config_lists_known_ones():
-  result = _run("--config=nope")
+  result = run_experiment("--config=nope")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "error: unknown config 'nope'; known: emonet_affectnet, emonet_synthcrowd, nvpf_emotiw, "
-      "nvpf_gecv, nvpf_synthcrowd"]
+      "nvpf_gecv, nvpf_synthcrowd, tnvpf_gecv, tnvpf_synthcrowd, tnvpf_vgaf"]
 
 
 def test_unknown_variant_is_one_line(tmp_path):
-  result = _run("--config=emonet_synthcrowd:huge", f"--workdir={tmp_path}")
+  result = run_experiment("--config=emonet_synthcrowd:huge", f"--workdir={tmp_path}")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "error: unknown variant 'huge' of emonet_synthcrowd; known: tiny"]
 
 
 def test_unknown_override_key_names_the_key(tmp_path):
-  result = _run("--config=emonet_synthcrowd", "--config.optimizer.nam=adam", f"--workdir={tmp_path}")
+  result = run_experiment("--config=emonet_synthcrowd", "--config.optimizer.nam=adam",
+                          f"--workdir={tmp_path}")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "error: --config.optimizer.nam: no key 'nam' in optimizer; it has: clip_global_norm, "
@@ -41,12 +36,13 @@ def test_unknown_override_key_names_the_key(tmp_path):
 
 
 def test_missing_real_dataset_is_one_line(tmp_path):
-  result = _run("--config=emonet_affectnet", f"--workdir={tmp_path}/run",
-                f"--config.data.data_dir={tmp_path}/tfds")
+  result = run_experiment("--config=emonet_affectnet", f"--workdir={tmp_path}/run",
+                          f"--config.data.data_dir={tmp_path}/tfds")
   assert result.returncode == 2, result.stderr
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(f"error: affectnet: manual directory {tmp_path}/tfds/manual/affectnet "
-                              "lacks Manually_Annotated_Images"), lines[-3:]
+                              "does not exist"), lines[-3:]
+  assert not os.path.exists(tmp_path / "tfds")
 
 
 def _tiny(tmp_path, workdir, *extra):
@@ -55,17 +51,18 @@ def _tiny(tmp_path, workdir, *extra):
 
 
 def test_tiny_training_run_writes_its_workdir(tmp_path):
-  result = _run(*_tiny(tmp_path, tmp_path / "run"))
+  result = run_experiment(*_tiny(tmp_path, tmp_path / "run"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| mAC | UAR | F1 |" in result.stdout
   for name in ("config.json", "metrics.csv", "results.md", "plots/curves.png",
                "plots/confusion_matrix.png", "checkpoints/6"):
     assert os.path.exists(tmp_path / "run" / name), name
-  evaluated = _run(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval",
+  evaluated = run_experiment(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval",
                    "--config.data.eval_split=test")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   assert os.path.exists(tmp_path / "run" / "results_test.md")
-  changed = _run(*_tiny(tmp_path, tmp_path / "run"), "--config.optimizer.learning_rate=0.5")
+  changed = run_experiment(*_tiny(tmp_path, tmp_path / "run"),
+                           "--config.optimizer.learning_rate=0.5")
   assert changed.returncode == 2
   assert "holds a run with a different config (optimizer.learning_rate" in changed.stderr
 
@@ -79,7 +76,7 @@ def _metrics_rows(workdir):
 @pytest.mark.slow
 def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
   steps = ["--config.num_steps=12", "--config.eval.every=4"]
-  reference = _run(*_tiny(tmp_path, tmp_path / "reference", *steps))
+  reference = run_experiment(*_tiny(tmp_path, tmp_path / "reference", *steps))
   assert reference.returncode == 0, reference.stderr[-2000:]
   workdir = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
@@ -91,7 +88,7 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not os.path.exists(workdir / "results.md"), "killed too late to test resuming"
-  resumed = _run(*_tiny(tmp_path, workdir, *steps))
+  resumed = run_experiment(*_tiny(tmp_path, workdir, *steps))
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert _metrics_rows(workdir) == _metrics_rows(tmp_path / "reference")
   with open(workdir / "results.md") as a, open(tmp_path / "reference" / "results.md") as b:

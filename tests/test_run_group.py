@@ -1,37 +1,15 @@
 """The group level through the runner: tiny FeA / FeB / FeC runs; missing data or EmoNet in one line."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 from assets import tiny_records
+from assets.runner import run_experiment
 
 from emoflow.models import priors
-from emoflow.train import checkpoint
-from experiments import group, individual
-from experiments.configs import emonet_synthcrowd, nvpf_emotiw
+from experiments import sources
+from experiments.configs import nvpf_emotiw
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def emonet_run(tmp_path_factory) -> str:
-  """The workdir of an (untrained) tiny EmoNet run with one checkpoint, as experiments.run saves it."""
-  workdir = tmp_path_factory.mktemp("emonet")
-  config = emonet_synthcrowd.get_config("tiny")
-  (workdir / "config.json").write_text(config.to_json())
-  state = individual.initial_state(config, individual.make_model(config), config.num_steps)
-  checkpoints = checkpoint.Checkpoints(str(workdir / "checkpoints"), best_metric="UAR")
-  checkpoints.save(state.replace(step=1), {"UAR": 0.5})
-  checkpoints.wait()
-  checkpoints.close()
-  return str(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +35,7 @@ def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data
                                                       fusion, scheme):
   args = _tiny(f"nvpf_synthcrowd:{fusion},tiny", tmp_path / "run", data_dir, emonet_run,
                f"--config.data.source={groups}")
-  result = _run(*args)
+  result = run_experiment(*args)
   assert result.returncode == 0, result.stderr[-2000:]
   header = "| model | fusion | stage | mAC | UAR | F1 | positive | negative | neutral |"
   assert header in result.stdout
@@ -65,7 +43,7 @@ def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data
   for name in ("results.md", "metrics.csv", "plots/confusion_matrix.png", "checkpoints/4"):
     assert os.path.exists(tmp_path / "run" / name), name
   if fusion == "fec":
-    evaluated = _run(*args, "--mode=eval")
+    evaluated = run_experiment(*args, "--mode=eval")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     trained, evaluated = ((tmp_path / "run" / name).read_text().splitlines()[2:]
                           for name in ("results.md", "results_validation.md"))
@@ -75,10 +53,10 @@ def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data
 def test_tiny_end_to_end_run_fine_tunes_emonet_and_resumes(tmp_path, emonet_run, data_dir, groups):
   args = _tiny("nvpf_synthcrowd:fea,e2e,tiny", tmp_path / "run", data_dir, emonet_run,
                f"--config.data.source={groups}")
-  result = _run(*args)
+  result = run_experiment(*args)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| EmoNet (fine-tuned) | averaging (FeA) | score |" in result.stdout
-  evaluated = _run(*args, "--mode=eval")
+  evaluated = run_experiment(*args, "--mode=eval")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   trained, evaluated = ((tmp_path / "run" / name).read_text().splitlines()[2:]
                         for name in ("results.md", "results_validation.md"))
@@ -86,7 +64,7 @@ def test_tiny_end_to_end_run_fine_tunes_emonet_and_resumes(tmp_path, emonet_run,
 
 
 def test_emotiw_without_its_download_says_what_to_get_and_to_try_synthcrowd(tmp_path, emonet_run):
-  result = _run(*_tiny("nvpf_emotiw", tmp_path / "run", tmp_path / "tfds", emonet_run))
+  result = run_experiment(*_tiny("nvpf_emotiw", tmp_path / "run", tmp_path / "tfds", emonet_run))
   assert result.returncode == 2, result.stderr[-2000:]
   line = result.stderr.strip().splitlines()[-1]
   assert line.startswith(f"error: emotiw_gaf: manual directory {tmp_path}/tfds/manual/emotiw_gaf "
@@ -97,7 +75,7 @@ def test_emotiw_without_its_download_says_what_to_get_and_to_try_synthcrowd(tmp_
 
 
 def test_emotiw_config_runs_on_synthcrowd(tmp_path, emonet_run, data_dir):
-  result = _run(*_tiny("nvpf_emotiw:tiny", tmp_path / "run", data_dir, emonet_run,
+  result = run_experiment(*_tiny("nvpf_emotiw:tiny", tmp_path / "run", data_dir, emonet_run,
                        "--config.data.source=synthcrowd/groups_tiny"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| EmoNet | NVPF (FeC) | feature |" in result.stdout
@@ -106,7 +84,7 @@ def test_emotiw_config_runs_on_synthcrowd(tmp_path, emonet_run, data_dir):
 def test_synthcrowd_is_a_shorthand_for_the_small_groups():
   config = nvpf_emotiw.get_config()
   config.data.source = "synthcrowd"
-  assert group.source(config) == "synthcrowd/groups_small"
+  assert sources.source(config) == "synthcrowd/groups_small"
 
 
 def test_user_mistakes_are_one_line(tmp_path, groups):
@@ -116,7 +94,7 @@ def test_user_mistakes_are_one_line(tmp_path, groups):
           "error: unknown variant 'fed' of nvpf_synthcrowd; known: fea, feb, fec, e2e, tiny "
           "(combine with commas)",
       ("--config=nvpf_synthcrowd:tiny", source, f"--config.features.emonet_workdir={tmp_path}"):
-          f"error: no trained EmoNet for the group features ({tmp_path} holds no run (no "
+          f"error: no trained EmoNet for the features ({tmp_path} holds no run (no "
           "config.json); train one with experiments.run); run `python -m experiments.run "
           "--config=emonet_synthcrowd` first or set --config.features.emonet_workdir",
       ("--config=nvpf_synthcrowd:tiny", source, "--config.features.mode=frozen"):
@@ -125,6 +103,6 @@ def test_user_mistakes_are_one_line(tmp_path, groups):
           f"error: unknown prior 'flat'; known: {', '.join(priors.known())}",
   }
   for i, (args, message) in enumerate(cases.items()):
-    result = _run(*args, f"--workdir={tmp_path}/run{i}")
+    result = run_experiment(*args, f"--workdir={tmp_path}/run{i}")
     assert result.returncode == 2, (args, result.stderr[-2000:])
     assert result.stderr.strip().splitlines()[-1:] == [message], args

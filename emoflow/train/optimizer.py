@@ -15,7 +15,8 @@ def learning_rate_schedule(config, num_steps: int) -> optax.Schedule:
   peak, warmup = config.learning_rate, min(config.get("warmup_steps", 0), num_steps)
   schedule = config.get("schedule", "cosine")
   if schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), max(num_steps, warmup + 1))
+    warmup = max(warmup, 1)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(num_steps, warmup + 1))
   if schedule == "constant":
     return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warmup, 1)),
                                  optax.constant_schedule(peak)], [warmup])

@@ -72,14 +72,15 @@ VARIANTS = {**{name: _fusion(name) for name in ("fea", "feb", "fec")}, "e2e": _e
             "tiny": _tiny}
 
 
-def apply_variants(c: ml_collections.ConfigDict, arg: str | None, config_name: str) -> list[str]:
-  """Applies the comma-separated variants of `arg` in order; returns their names."""
+def apply_variants(c: ml_collections.ConfigDict, arg: str | None, config_name: str,
+                   variants: dict = VARIANTS) -> list[str]:
+  """Applies the comma-separated `variants` named in `arg` in order; returns their names."""
   names = arg.split(",") if arg else []
   for name in names:
-    if name not in VARIANTS:
+    if name not in variants:
       raise ValueError(f"unknown variant {name!r} of {config_name}; known: "
-                       f"{', '.join(VARIANTS)} (combine with commas)")
-    VARIANTS[name](c)
+                       f"{', '.join(variants)} (combine with commas)")
+    variants[name](c)
   return names
 
 

@@ -1,0 +1,96 @@
+"""Video level (paper Sec. 3.3, Table 7) on SynthCrowd clips, sized for 2 CPU cores.
+
+Run:   python -m experiments.run --config=tnvpf_synthcrowd:tnvpf
+Gave:  not run yet.
+
+Needs a trained EmoNet (`python -m experiments.run --config=emonet_synthcrowd`,
+its workdir is features.emonet_workdir): the first run renders
+synthcrowd/clips_small (128 train / 32 validation videos of 10-20 s, 2
+annotated frames per second) and caches its EmoNet embeddings; later runs
+read the cache.
+
+Variants, combined with commas (`:rnn,tiny`): `tnvpf` the paper's model (the
+default), `rnn` FeC + vanilla RNN, `lstm` FeC + LSTM (Table 7's baselines),
+`tiny` a few steps of small models on synthcrowd/clips_tiny (what the tests
+run).
+
+Sizing: the paper's model (10-unit flows of 32 filters, hidden 4096) does not
+train on 2 cores; here both flows have 2 units of 4 filters and the cell 64
+units. Training windows of T frames, one second apart (stride 2 at 2 fps):
+T = 2, then 5, as the paper's curriculum.
+"""
+
+import ml_collections
+
+from experiments.configs import nvpf_synthcrowd
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  c.batch_size = 4
+  c.num_steps = 4
+  c.log_every = 2
+  c.eval.every = 2
+  c.eval.batch_size = 4
+  c.eval.num_frames = 6
+  c.features.batch_size = 16
+  c.clip.curriculum = ((2, 2), (3, 4))
+  c.model.max_groups = 3
+  c.model.max_faces = 4
+  c.model.hidden = 8
+
+
+def _cell(name: str):
+  def apply(c: ml_collections.ConfigDict) -> None:
+    c.model.cell = name
+  return apply
+
+
+VARIANTS = {**{name: _cell(name) for name in ("tnvpf", "rnn", "lstm")}, "tiny": _tiny}
+
+
+def apply_variants(c: ml_collections.ConfigDict, arg: str | None, config_name: str) -> list[str]:
+  """Applies the comma-separated variants of `arg` in order; returns their names."""
+  return nvpf_synthcrowd.apply_variants(c, arg, config_name, VARIANTS)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every video config's keys, at this file's CPU sizes."""
+  c = nvpf_synthcrowd.base_config()
+  c.task = "video"
+  c.data.source = "synthcrowd/clips_small"
+  del c.data.augment  # cached features only
+  del c.features.emonet_learning_rate_scale
+
+  c.clip = ml_collections.ConfigDict()
+  c.clip.frame_stride = 2  # every 2nd annotated frame: 1 s apart at SynthCrowd's 2 per second
+  c.clip.curriculum = ((2, 80), (5, 200))  # (num_frames, until_step): the paper's 2, then 5
+
+  c.model = ml_collections.ConfigDict()
+  c.model.cell = "tnvpf"  # tnvpf | rnn | lstm (Table 7)
+  c.model.num_classes = 3
+  c.model.max_groups = 6  # G slots per frame; a frame with more keeps the 6 with most faces
+  c.model.max_faces = 8  # N slots per group; larger groups keep their 8 largest faces
+  c.model.hidden = 64  # paper: 4096
+  c.model.group_units = 2
+  c.model.group_width = 4
+  c.model.frame_units = 2
+  c.model.frame_width = 4
+  c.model.group_pooling = "mean"  # how a group's H_g [M, N] becomes a column of S_t: mean | max
+  c.model.prior = "learned_gaussian"  # of the frame-level NLL term (used if nll_weight > 0)
+  c.model.nll_weight = 0.0  # 0 = Eq. 8 alone (frame cross-entropy)
+
+  c.batch_size = 16
+  c.num_steps = 200  # 25 epochs of the 128 training clips
+  c.log_every = 10
+  c.eval.every = 100
+  c.eval.batch_size = 16
+  c.eval.num_frames = 12  # from the first annotated frame: 12 at stride 2 cover a whole clip
+  c.checkpoint.best_metric = "mAC"
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = base_config()
+  if "tiny" in apply_variants(c, arg, "tnvpf_synthcrowd"):
+    c.data.source = "synthcrowd/clips_tiny"
+  return c

@@ -1,0 +1,148 @@
+"""Train / evaluate a temporal fusion (TNVPF, FeC + RNN, FeC + LSTM) on a clips dataset (Table 7).
+
+The clips' faces are seen through a trained EmoNet's cached embeddings
+(`config.features`, as at the group level; experiments.sources). Training
+reads windows of T annotated frames, every `config.clip.frame_stride`-th,
+with T following `config.clip.curriculum`, pairs (T, until_step): the
+paper trains with 2 time steps, then 5. Evaluation reads each clip from its
+first annotated frame, `config.eval.num_frames` of them (enough for the
+whole clip gives the video label of the whole clip).
+"""
+
+import itertools
+import os
+
+import jax
+import jax.numpy as jnp
+
+from data_pipelines import loaders
+from emoflow.models import TNVPF, priors
+from emoflow.tasks import video
+from emoflow.train import loop, optimizer, parallel, plots
+from emoflow.train.state import TrainState
+from experiments import individual, sources
+
+# Table 7's row names of the cells.
+MODEL_NAMES = {"tnvpf": "TNVPF", "rnn": "FeC + RNN", "lstm": "FeC + LSTM"}
+
+
+def make_fusion(model_config) -> video.TemporalFusion:
+  m = model_config
+  model = TNVPF(cell=m.cell, hidden=m.hidden, num_classes=m.num_classes,
+                group_units=m.group_units, group_width=m.group_width,
+                frame_units=m.frame_units, frame_width=m.frame_width,
+                group_pooling=m.group_pooling)
+  return video.TemporalFusion(model, priors.make(m.prior, num_classes=m.num_classes),
+                              m.nll_weight)
+
+
+def curriculum(config) -> list[tuple[int, int]]:
+  """config.clip.curriculum checked: (num_frames, until_step) pairs, steps rising to num_steps."""
+  phases = [(int(t), int(until)) for t, until in config.clip.curriculum]
+  ends = [until for _, until in phases]
+  if not phases or ends != sorted(ends) or ends[-1] != config.num_steps or min(
+      t for t, _ in phases) < 1:
+    raise ValueError(f"clip.curriculum must be (num_frames >= 1, until_step) pairs with rising "
+                     f"steps ending at num_steps={config.num_steps}, got {config.clip.curriculum}")
+  return phases
+
+
+def _train_batches(config, source, start: int):
+  """Batches start .. num_steps-1, each phase of the curriculum with its own window length."""
+  phases, begin = [], 0
+  for num_frames, until in curriculum(config):
+    if until > start:
+      phases.append(loaders.train_clip_batches(
+          source, batch_size=config.batch_size, num_frames=num_frames,
+          frame_stride=config.clip.frame_stride, max_groups=config.model.max_groups,
+          max_faces=config.model.max_faces, seed=config.seed, num_steps=until,
+          start_step=max(start, begin), read_threads=config.data.read_threads,
+          workers=config.data.workers))
+    begin = until
+  return itertools.chain(*phases)
+
+
+def initial_state(config, fusion, builder) -> TrainState:
+  m = builder.info.features["embeddings"].shape[-1]
+  g, n = config.model.max_groups, config.model.max_faces
+  inputs = (jnp.zeros((1, 1, g, n, m), jnp.float32), jnp.ones((1, 1, g, n), bool),
+            jnp.ones((1, 1, g), bool), jnp.ones((1, 1), bool))
+  variables = jax.jit(lambda rng: fusion.init(rng, *inputs))(jax.random.key(config.seed))
+  return TrainState.create(variables, optimizer.make_optimizer(config.optimizer, config.num_steps))
+
+
+def _evaluate_fn(config, fusion, mesh, builder, split: str):
+  eval_source = loaders.split_source(builder, split)
+  return video.make_evaluate(
+      fusion, lambda: loaders.eval_clip_batches(
+          eval_source, config.eval.batch_size, num_frames=config.eval.num_frames,
+          frame_stride=config.clip.frame_stride, max_groups=config.model.max_groups,
+          max_faces=config.model.max_faces),
+      mesh, class_names=individual.class_names(config, builder, "label"))
+
+
+def _features(config):
+  if config.features.mode != "cached":
+    raise ValueError(f"features.mode {config.features.mode!r}: the video level trains on cached "
+                     "EmoNet features only (features.mode=cached)")
+  return sources.features_builder(config)
+
+
+def _finish(config, results: dict, workdir: str, builder) -> dict:
+  """Draws the video ("mean" readout) and frame confusion matrices (paper Fig. 5) beside fit()'s
+  confusion_matrix.png ("last"); adds the Table 7 model name."""
+  names = individual.class_names(config, builder, "label")
+  if jax.process_index() == 0:
+    for prefix, name in (("mean/", "confusion_matrix_mean"), ("frame/", "confusion_matrix_frames")):
+      plots.plot_confusion(results[f"{prefix}confusion_matrix"], names,
+                           os.path.join(workdir, "plots", f"{name}.png"),
+                           title=f"{config.data.eval_split}, {prefix[:-1]}")
+  return {**results, "model_name": MODEL_NAMES[config.model.cell]}
+
+
+def train(config, workdir: str) -> dict:
+  """Caches features if absent, trains with fit() (resuming), returns the final evaluation."""
+  mesh = parallel.make_data_mesh()
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  curriculum(config)
+  fusion = make_fusion(config.model)
+  builder = _features(config)
+  train_source = loaders.split_source(builder, config.data.train_split)
+  outcome = loop.fit(
+      workdir=workdir, state=initial_state(config, fusion, builder),
+      train_step=video.make_train_step(fusion),
+      train_batches=lambda start: _train_batches(config, train_source, start),
+      evaluate=_evaluate_fn(config, fusion, mesh, builder, config.data.eval_split),
+      num_steps=config.num_steps, seed=config.seed, mesh=mesh, log_every=config.log_every,
+      eval_every=config.eval.every, keep_latest=config.checkpoint.keep_latest,
+      best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
+      class_names=individual.class_names(config, builder, "label"))
+  return _finish(config, outcome["eval"], workdir, builder)
+
+
+def evaluate(config, workdir: str) -> dict:
+  """Evaluates the best checkpoint in `workdir` on `config.data.eval_split`."""
+  mesh = parallel.make_data_mesh()
+  parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+  fusion = make_fusion(config.model)
+  builder = _features(config)
+  state, _ = individual.restore_best(config, workdir, mesh,
+                                     lambda: initial_state(config, fusion, builder))
+  results = _evaluate_fn(config, fusion, mesh, builder, config.data.eval_split)(state)
+  return _finish(config, results, workdir, builder)
+
+
+def results_markdown(results: dict, title: str) -> str:
+  """The paper's Table 7 format (mAC and per-class accuracy), one row per readout."""
+  names = [k[len("acc/"):] for k in results if k.startswith("acc/")]
+  lines = [f"## {title}", "",
+           "| model | prediction | mAC | UAR | F1 | " + " | ".join(names) + " |",
+           "|" + "---|" * (5 + len(names))]
+  for prefix, readout in (("", "video (last frame)"), ("mean/", "video (mean of frames)"),
+                          ("frame/", "frames")):
+    lines.append(f"| {results['model_name']} | {readout} | {results[f'{prefix}mAC']:.2%} | "
+                 f"{results[f'{prefix}UAR']:.4f} | {results[f'{prefix}F1']:.4f} | "
+                 + " | ".join(f"{results[f'{prefix}acc/{n}']:.2%}" for n in names) + " |")
+  lines.append(f"\nchance: {1 / len(names):.1%}")
+  return "\n".join(lines) + "\n"
