@@ -1,0 +1,240 @@
+"""Face detection: one interface for every source of faces, plus the jitted decoding they share.
+
+A detector maps a batch of frames to `Detections`: per frame up to K faces,
+each a box, the 5 landmarks `align.py` expects and a score, padded to K with a
+`valid` mask so a batch has static shapes on the device. Detectors are chosen
+by name (`make`): `annotations` (faces known in advance: a dataset's boxes
+or a JSON file) and `yunet` (OpenCV's YuNet, given its ONNX file). RetinaFace,
+the paper's detector, builds on `make_anchors`, `decode` and `nms` below.
+"""
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+class Detections(struct.PyTreeNode):
+  """The faces of F frames, padded to K slots per frame; empty slots are all zero.
+
+  Landmarks are (x, y) pixels in emoflow.vision.align order (left eye, right
+  eye, nose tip, left and right mouth corner; left is image-left). `dropped`
+  counts the faces a frame had beyond K (lowest scores first, then last in
+  input order): a crowd larger than K is never cut without a trace.
+  """
+
+  boxes: jax.Array  # float32 [F, K, 4]: x0, y0, x1, y1 pixels
+  landmarks: jax.Array  # float32 [F, K, 5, 2]
+  scores: jax.Array  # float32 [F, K]
+  valid: jax.Array  # bool [F, K]
+  dropped: jax.Array  # int32 [F]
+
+  @classmethod
+  def from_lists(cls, faces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 max_faces: int) -> "Detections":
+    """Pads per-frame (boxes [n, 4], landmarks [n, 5, 2], scores [n]) to K = max_faces.
+
+    A frame with more than K faces keeps its K best scores (the earlier face
+    on ties) and counts the rest in `dropped`.
+    """
+    num = len(faces)
+    boxes = np.zeros((num, max_faces, 4), np.float32)
+    landmarks = np.zeros((num, max_faces, 5, 2), np.float32)
+    scores = np.zeros((num, max_faces), np.float32)
+    valid = np.zeros((num, max_faces), bool)
+    dropped = np.zeros(num, np.int32)
+    for f, (b, lm, s) in enumerate(faces):
+      s = np.asarray(s, np.float32).reshape(-1)
+      keep = np.argsort(-s, kind="stable")[:max_faces]
+      n = len(keep)
+      boxes[f, :n] = np.asarray(b, np.float32).reshape(-1, 4)[keep]
+      landmarks[f, :n] = np.asarray(lm, np.float32).reshape(-1, 5, 2)[keep]
+      scores[f, :n] = s[keep]
+      valid[f, :n] = True
+      dropped[f] = len(s) - n
+    return cls(boxes=jnp.asarray(boxes), landmarks=jnp.asarray(landmarks),
+               scores=jnp.asarray(scores), valid=jnp.asarray(valid), dropped=jnp.asarray(dropped))
+
+
+class Detector(Protocol):
+  """frames: uint8 RGB [F, H, W, 3]; indices: the frames' positions in the video.
+
+  Detectors that look at pixels ignore `indices`; the annotation detector
+  needs them to look its faces up.
+  """
+
+  def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> Detections:
+    ...
+
+
+class AnnotationDetector:
+  """Faces known in advance, returned for the frames asked for, with score 1.
+
+  `faces` maps a frame index to that frame's faces (a dict, or a list indexed
+  by frame), each face a mapping with "box" [x0, y0, x1, y1] and "landmarks"
+  [[x, y]] * 5 in align.py order: exactly a face of the annotation JSON, so
+  `{fr["index"]: fr["faces"] for fr in json["frames"]}` is a valid argument.
+  A frame with no entry is an error, not an empty frame: unannotated is not
+  faceless.
+  """
+
+  def __init__(self, faces: Mapping[int, Sequence[Mapping[str, Any]]] | Sequence[Sequence[Mapping[str, Any]]],
+               max_faces: int = 64):
+    self.faces = faces
+    self.max_faces = max_faces
+
+  def _frame(self, index: int):
+    try:
+      faces = self.faces[index]
+    except (KeyError, IndexError):
+      raise ValueError(f"frame {index} has no annotated faces") from None
+    return (np.array([face["box"] for face in faces], np.float32).reshape(-1, 4),
+            np.array([face["landmarks"] for face in faces], np.float32).reshape(-1, 5, 2),
+            np.ones(len(faces), np.float32))
+
+  def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> Detections:
+    if indices is None or len(indices) != len(frames):
+      raise ValueError("AnnotationDetector needs the video index of every frame")
+    return Detections.from_lists([self._frame(int(i)) for i in indices], self.max_faces)
+
+
+class YuNetDetector:
+  """OpenCV's YuNet (`cv2.FaceDetectorYN`) from a user-supplied ONNX file.
+
+  The file is face_detection_yunet_*.onnx from github.com/opencv/opencv_zoo
+  (models/face_detection_yunet). YuNet names its points from the subject's
+  side (right eye, left eye, nose, right and left mouth corner): its "right
+  eye" is the image-left one, so its order already is align.py's, the order
+  OpenCV's own FaceRecognizerSF.alignCrop feeds to the same ArcFace template.
+  """
+
+  def __init__(self, model_path: str, score_threshold: float = 0.6, nms_threshold: float = 0.3,
+               max_faces: int = 64):
+    if not os.path.isfile(model_path):
+      raise ValueError(f"{model_path}: YuNet ONNX file not found "
+                       "(face_detection_yunet_*.onnx from github.com/opencv/opencv_zoo)")
+    self.max_faces = max_faces
+    try:
+      self._net = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold,
+                                            nms_threshold, 5000)
+    except cv2.error as e:
+      reason = str(e).strip().splitlines()[-1]
+      raise ValueError(f"{model_path}: OpenCV cannot load it as a YuNet model ({reason})") from None
+
+  def _frame(self, frame: np.ndarray):
+    self._net.setInputSize((frame.shape[1], frame.shape[0]))
+    _, found = self._net.detect(np.ascontiguousarray(frame[..., ::-1]))
+    found = np.zeros((0, 15), np.float32) if found is None else found
+    x, y, w, h = found[:, :4].T
+    return np.stack([x, y, x + w, y + h], 1), found[:, 4:14].reshape(-1, 5, 2), found[:, 14]
+
+  def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> Detections:
+    return Detections.from_lists([self._frame(frame) for frame in frames], self.max_faces)
+
+
+_REGISTRY = {"annotations": AnnotationDetector, "yunet": YuNetDetector}
+
+
+def make(name: str, **kwargs) -> Detector:
+  """The detector registered as `name`, built with `kwargs`."""
+  try:
+    cls = _REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+  return cls(**kwargs)
+
+
+# --- anchors, decoding and NMS (RetinaFace) -------------------------------------------
+
+
+def make_anchors(image_size: tuple[int, int], strides: Sequence[int] = (8, 16, 32),
+                 min_sizes: Sequence[Sequence[int]] = ((16, 32), (64, 128), (256, 512))) -> np.ndarray:
+  """RetinaFace's square prior boxes for an image of (height, width): float32 [A, 4] (cx, cy, w, h).
+
+  Per stride s, a ceil(H/s) x ceil(W/s) grid of cell centres, and at each
+  cell one anchor per min size; ordered level, row, column, size, which is
+  the order of the network's flattened head outputs. In pixels: the public
+  code keeps them in units of the image and scales the decoded boxes
+  afterwards, and as decoding is linear in the anchor this gives the same
+  boxes directly in pixels.
+  """
+  height, width = image_size
+  levels = []
+  for stride, sizes in zip(strides, min_sizes, strict=True):
+    rows, cols = -(-height // stride), -(-width // stride)
+    cy, cx, size = np.meshgrid((np.arange(rows) + 0.5) * stride, (np.arange(cols) + 0.5) * stride,
+                               np.asarray(sizes, np.float64), indexing="ij")
+    levels.append(np.stack([cx, cy, size, size], -1).reshape(-1, 4))
+  return np.concatenate(levels).astype(np.float32)
+
+
+@jax.jit
+def decode(loc: jax.Array, landm: jax.Array, anchors: jax.Array,
+           variances: tuple[float, float] = (0.1, 0.2)) -> tuple[jax.Array, jax.Array]:
+  """Head outputs -> boxes [..., A, 4] (x0, y0, x1, y1) and landmarks [..., A, 5, 2], in anchor units.
+
+  The SSD / RetinaFace parametrisation: a centre offset in units of
+  variances[0] * anchor size, a log size ratio in units of variances[1], and
+  each landmark an offset from the anchor centre like the box centre.
+
+  Args:
+    loc: [..., A, 4] (dx, dy, dw, dh).
+    landm: [..., A, 10] (dx, dy) per landmark.
+    anchors: [A, 4] (cx, cy, w, h) from make_anchors.
+  """
+  centre, size = anchors[:, :2], anchors[:, 2:]
+  box_centre = centre + loc[..., :2] * variances[0] * size
+  box_size = size * jnp.exp(loc[..., 2:] * variances[1])
+  boxes = jnp.concatenate([box_centre - box_size / 2, box_centre + box_size / 2], -1)
+  offsets = landm.reshape(*landm.shape[:-1], 5, 2)
+  landmarks = centre[:, None] + offsets * variances[0] * size[:, None]
+  return boxes, landmarks
+
+
+def box_iou(box: jax.Array, boxes: jax.Array) -> jax.Array:
+  """IoU of one box [4] with boxes [N, 4] (x0, y0, x1, y1, continuous: no +1); 0 when both are empty."""
+  top_left = jnp.maximum(box[:2], boxes[:, :2])
+  bottom_right = jnp.minimum(box[2:], boxes[:, 2:])
+  inter = jnp.prod(jnp.clip(bottom_right - top_left, 0), -1)
+  area = lambda b: jnp.prod(jnp.clip(b[..., 2:] - b[..., :2], 0), -1)
+  union = area(box) + area(boxes) - inter
+  return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames="max_out")
+def nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float, score_threshold: float,
+        max_out: int) -> tuple[jax.Array, jax.Array]:
+  """Greedy non-maximum suppression with static shapes: (indices int32 [max_out], valid bool [max_out]).
+
+  Candidates are the boxes with score > score_threshold. Repeatedly the best
+  remaining candidate is kept (the lower index on ties) and every candidate
+  whose IoU with it exceeds iou_threshold is dropped, until max_out are kept
+  or none remain. Kept indices come in descending score; unused slots hold
+  index 0 and valid False. O(max_out * N) time, O(N) memory (no N x N IoU
+  matrix), and it stops early once the candidates run out; vmap it over frames.
+
+  Args:
+    boxes: [N, 4] (x0, y0, x1, y1).
+    scores: [N].
+  """
+  def cond(carry):
+    count, alive, _, _ = carry
+    return (count < max_out) & alive.any()
+
+  def body(carry):
+    count, alive, indices, valid = carry
+    best = jnp.argmax(jnp.where(alive, scores, -jnp.inf))
+    alive = alive & (box_iou(boxes[best], boxes) <= iou_threshold)
+    alive = alive.at[best].set(False)
+    return count + 1, alive, indices.at[count].set(best), valid.at[count].set(True)
+
+  init = (jnp.int32(0), scores > score_threshold, jnp.zeros(max_out, jnp.int32),
+          jnp.zeros(max_out, bool))
+  _, _, indices, valid = jax.lax.while_loop(cond, body, init)
+  return indices, valid
