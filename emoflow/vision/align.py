@@ -3,9 +3,20 @@
 Every face that reaches EmoNet, detected or annotated, real or synthetic, goes
 through `align_face`, so crops from all sources share one geometry: eyes, nose
 tip and mouth corners land (in the least-squares sense) on the template points.
+
+Two implementations of one warp: numpy/OpenCV (`similarity_transform`,
+`align_face`), the reference that the data builders use, and JAX
+(`similarity_transforms`, `warp_faces`), which aligns every face of a batch of
+frames on the device for video inference. The JAX warp follows OpenCV's
+sampling convention, so crops seen in training and at inference agree to
+within a grey level.
 """
 
+import functools
+
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 # Reference points of the standard 112x112 ArcFace crop, (x, y) pixel order:
@@ -93,3 +104,83 @@ def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np
   if not crops:
     return np.zeros((0, size, size, 3), np.uint8)
   return np.stack(crops)
+
+
+def _similarity_parts(landmarks: jax.Array, size: int):
+  """(a, b, src_mean, dst_mean): the similarity p -> dst_mean + [[a, -b], [b, a]] (p - src_mean)."""
+  src = jnp.asarray(landmarks, jnp.float32)
+  dst = jnp.asarray(ARCFACE_TEMPLATE) * (size / _TEMPLATE_SIZE)
+  src_mean, dst_mean = src.mean(-2), dst.mean(-2)
+  x, y = jnp.moveaxis(src - src_mean[..., None, :], -1, 0)
+  u, v = jnp.moveaxis(dst - dst_mean, -1, 0)
+  var = jnp.sum(x**2 + y**2, -1)
+  var = jnp.where(var > 0, var, jnp.inf)
+  a = jnp.sum(x * u + y * v, -1) / var
+  b = jnp.sum(x * v - y * u, -1) / var
+  return a, b, src_mean, jnp.broadcast_to(dst_mean, src_mean.shape)
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def similarity_transforms(landmarks: jax.Array, size: int = 112) -> jax.Array:
+  """`similarity_transform` of many faces onto the template scaled to `size`: [..., 5, 2] -> [..., 2, 3].
+
+  The same least-squares problem as the numpy reference, in its 2-D closed
+  form: a similarity [[a, -b], [b, a]] is linear in (a, b), so over the
+  centred points (x, y) -> (u, v), a = sum(xu + yv) / sum(x^2 + y^2) and
+  b = sum(xv - yu) / sum(x^2 + y^2); this is Umeyama's proper-rotation
+  solution without an SVD. float32: agrees with the float64 reference to
+  1e-4, or float32 rounding for shifts over ~1000 pixels. Degenerate
+  landmarks (all equal, e.g. padding) give a zero linear part, not NaN.
+  """
+  a, b, src_mean, dst_mean = _similarity_parts(landmarks, size)
+  linear = jnp.stack([jnp.stack([a, -b], -1), jnp.stack([b, a], -1)], -2)  # [..., 2, 2]
+  shift = dst_mean - jnp.einsum("...ij,...j->...i", linear, src_mean)
+  return jnp.concatenate([linear, shift[..., None]], -1)
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def warp_faces(frames: jax.Array, frame_index: jax.Array, landmarks: jax.Array,
+               size: int = 112) -> jax.Array:
+  """Aligns K faces of F frames on the device: `align_face` for all of them at once.
+
+  cv2.warpAffine's convention: output pixel (i, j) samples the source at
+  A^-1 (j, i), integer coordinates at pixel centres, bilinearly from the four
+  neighbours, a neighbour outside the frame counting as black. Positions are
+  computed around the landmarks' mean, which keeps float32 accurate in large
+  frames. Faces with degenerate landmarks (padding) come out black. Against
+  align_face (OpenCV 5) on smooth frames: mean 0.0002, max 1 grey level.
+
+  Args:
+    frames: uint8 [F, H, W, 3].
+    frame_index: int [K], the frame each face is in.
+    landmarks: [K, 5, 2] (x, y) in frame pixels, in ARCFACE_TEMPLATE order.
+    size: output side; the template is scaled by size / 112.
+
+  Returns:
+    uint8 [K, size, size, 3].
+  """
+  _, height, width, _ = frames.shape
+  a, b, src_mean, dst_mean = _similarity_parts(landmarks, size)
+  scale2 = a**2 + b**2
+  ok = scale2 > 0
+  # The inverse of p -> [[a, -b], [b, a]] p is q -> [[a, b], [-b, a]] q / (a^2 + b^2).
+  a, b = (jnp.where(ok, t / jnp.where(ok, scale2, 1.0), 0.0)[:, None, None] for t in (a, b))
+  grid = jnp.arange(size, dtype=jnp.float32)
+  dx = grid[None, None, :] - dst_mean[:, 0, None, None]  # [K, 1, size]
+  dy = grid[None, :, None] - dst_mean[:, 1, None, None]  # [K, size, 1]
+  sx = src_mean[:, 0, None, None] + a * dx + b * dy  # [K, size, size]
+  sy = src_mean[:, 1, None, None] - b * dx + a * dy
+  x0, y0 = jnp.floor(sx), jnp.floor(sy)
+  wx, wy = sx - x0, sy - y0
+  x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+  f = jnp.asarray(frame_index, jnp.int32)[:, None, None]
+
+  def tap(y, x, weight):
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    pixel = frames[f, jnp.clip(y, 0, height - 1), jnp.clip(x, 0, width - 1)]
+    return pixel.astype(jnp.float32) * jnp.where(inside, weight, 0.0)[..., None]
+
+  out = (tap(y0, x0, (1 - wx) * (1 - wy)) + tap(y0, x0 + 1, wx * (1 - wy))
+         + tap(y0 + 1, x0, (1 - wx) * wy) + tap(y0 + 1, x0 + 1, wx * wy))
+  out = jnp.where(ok[:, None, None, None], jnp.floor(out + 0.5), 0.0)
+  return jnp.clip(out, 0, 255).astype(jnp.uint8)

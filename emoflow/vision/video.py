@@ -3,6 +3,9 @@
 Writing uses the `mp4v` codec (OpenCV wheels cannot write H.264) into a
 temporary file that is renamed on success, so a killed writer never leaves a
 truncated video under the final name.
+
+Inference reads a video as `read_batches(path, sample_indices(...))`: the
+frames nearest to a target rate, in fixed-size batches for the device.
 """
 
 import contextlib
@@ -65,6 +68,49 @@ def read_frames(path: str, indices: Iterable[int] | None = None) -> Iterator[tup
       index += 1
   finally:
     capture.release()
+
+
+def sample_indices(num_frames: int, fps: float, target_fps: float | None) -> np.ndarray:
+  """Indices of the frames to analyse at `target_fps`: int64 [n], ascending, distinct.
+
+  Every frame when target_fps is None or at least fps, or when the header
+  gives no frame rate (fps <= 0: times are unknown). Otherwise the frame
+  nearest to each time t = k / target_fps (k = 0, 1, ...) before the video's
+  end, num_frames / fps: frame i shows time i / fps, so the index is
+  round(t * fps), halves rounded up, and the last at most num_frames - 1.
+  A 30 fps video sampled at 10 fps gives frames 0, 3, 6, ...; at 7 fps
+  frames 0, 4, 9, 13, 17, 21, 26, ...
+  """
+  if target_fps is not None and target_fps <= 0:
+    raise ValueError(f"target_fps must be positive, got {target_fps}")
+  if target_fps is None or fps <= 0 or target_fps >= fps:
+    return np.arange(num_frames)
+  times = np.arange(int(np.ceil(num_frames / fps * target_fps))) / target_fps
+  times = times[times < num_frames / fps]
+  return np.unique(np.minimum(np.floor(times * fps + 0.5).astype(np.int64), num_frames - 1))
+
+
+def read_batches(path: str, indices: Iterable[int] | None,
+                 batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Yields (indices int64 [b], RGB frames uint8 [b, H, W, 3]) of the wanted frames (all when None).
+
+  Batches of `batch_size` in ascending frame order, the last one shorter;
+  each wanted frame once. Built on read_frames, so it decodes sequentially.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+  batch: list[tuple[int, np.ndarray]] = []
+  for item in read_frames(path, indices):
+    batch.append(item)
+    if len(batch) == batch_size:
+      yield _stack(batch)
+      batch = []
+  if batch:
+    yield _stack(batch)
+
+
+def _stack(batch: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+  return np.array([i for i, _ in batch], np.int64), np.stack([f for _, f in batch])
 
 
 @contextlib.contextmanager
