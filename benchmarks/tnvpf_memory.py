@@ -21,8 +21,6 @@ import jax.numpy as jnp
 
 from emoflow.models.tnvpf import count_params
 from emoflow.tasks import video as video_task
-from emoflow.train import optimizer
-from emoflow.train.state import TrainState
 from experiments import video
 from experiments.configs import tnvpf_gecv, tnvpf_synthcrowd
 
@@ -42,14 +40,6 @@ def _batch(config) -> dict:
           "frame_labels": jax.ShapeDtypeStruct((b, t), jnp.int32)}
 
 
-def _state(config, fusion):
-  g, n = config.model.max_groups, config.model.max_faces
-  inputs = (jnp.zeros((1, 1, g, n, EMBED_DIM)), jnp.ones((1, 1, g, n), bool),
-            jnp.ones((1, 1, g), bool), jnp.ones((1, 1), bool))
-  tx = optimizer.make_optimizer(config.optimizer, config.num_steps)
-  return jax.eval_shape(lambda: TrainState.create(fusion.init(jax.random.key(0), *inputs), tx))
-
-
 def _filled(shape: jax.ShapeDtypeStruct) -> jax.Array:
   """An array of `shape`: 0.01 for floats, 1 (True) otherwise; enough for a timing."""
   fill = 0.01 if jnp.issubdtype(shape.dtype, jnp.floating) else 1
@@ -57,8 +47,9 @@ def _filled(shape: jax.ShapeDtypeStruct) -> jax.Array:
 
 
 def measure(config, time_it: bool) -> dict:
-  fusion = video.make_fusion(config.model)
-  state, batch = _state(config, fusion), _batch(config)
+  fusion = video_task.make_fusion(config.model)
+  state = jax.eval_shape(lambda: video.initial_state(config, fusion, EMBED_DIM))
+  batch = _batch(config)
   step = jax.jit(video_task.make_train_step(fusion))
   compiled = step.lower(state, batch, jax.random.key(0)).compile()
   memory = compiled.memory_analysis()

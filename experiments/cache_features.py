@@ -152,7 +152,7 @@ def _run_main(argv) -> None:
     sys.exit(2)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with a flag error reported in one line (exit 2)."""
   try:
     return flags.FLAGS(argv)
@@ -163,4 +163,4 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(_run_main, flags_parser=_parse_flags)
+  app.run(_run_main, flags_parser=parse_flags)

@@ -50,18 +50,26 @@ def make_optimizer(config) -> optax.GradientTransformation:
                                lambda params: {name: name for name in params})
 
 
-def initial_state(config, fusion, builder, emonet_variables=None) -> TrainState:
-  """The fusion initialised from config.seed (EmoNet's part from `emonet_variables` if given)."""
+def initial_state(config, fusion, num_features: int, emonet_variables=None) -> TrainState:
+  """The fusion over `num_features`-dim embeddings initialised from config.seed (end to end,
+  EmoNet's part from `emonet_variables` if given)."""
   n = config.model.max_faces
   if isinstance(fusion, group.FineTuned):
     inputs = jnp.zeros((1, n, FACE_SIDE, FACE_SIDE, 3), jnp.uint8)
   else:
-    inputs = jnp.zeros((1, n, builder.info.features["embeddings"].shape[-1]), jnp.float32)
+    inputs = jnp.zeros((1, n, num_features), jnp.float32)
   mask = jnp.ones((1, n), bool)
   variables = jax.jit(lambda rng: fusion.init(rng, inputs, mask))(jax.random.key(config.seed))
   if emonet_variables is not None:
     variables = fusion.with_emonet(variables, emonet_variables)
   return TrainState.create(variables, make_optimizer(config))
+
+
+def num_features(fusion, builder) -> int:
+  """M, the size of the face embeddings the fusion reads."""
+  if isinstance(fusion, group.FineTuned):
+    return fusion.emonet.embed_dim
+  return builder.info.features["embeddings"].shape[-1]
 
 
 def _evaluate_fn(config, fusion, mesh, builder, split: str):
@@ -87,7 +95,8 @@ def train(config, workdir: str) -> dict:
   fusion, builder, emonet_variables = make_fusion_and_data(config, mesh)
   train_source = loaders.split_source(builder, config.data.train_split)
   outcome = loop.fit(
-      workdir=workdir, state=initial_state(config, fusion, builder, emonet_variables),
+      workdir=workdir, state=initial_state(config, fusion, num_features(fusion, builder),
+                                           emonet_variables),
       train_step=group.make_train_step(fusion),
       train_batches=lambda start: loaders.train_group_batches(
           train_source, batch_size=config.batch_size, max_faces=config.model.max_faces,
@@ -107,8 +116,8 @@ def evaluate(config, workdir: str) -> dict:
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   fusion, builder, _ = make_fusion_and_data(config, mesh, with_weights=False)
-  state, _ = individual.restore_best(config, workdir, mesh,
-                                     lambda: initial_state(config, fusion, builder))
+  state, _ = individual.restore_best(
+      config, workdir, mesh, lambda: initial_state(config, fusion, num_features(fusion, builder)))
   return _with_row(_evaluate_fn(config, fusion, mesh, builder, config.data.eval_split)(state),
                    fusion)
 

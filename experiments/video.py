@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from data_pipelines import loaders
-from emoflow.models import TNVPF, priors
 from emoflow.tasks import video
 from emoflow.train import loop, optimizer, parallel, plots
 from emoflow.train.state import TrainState
@@ -24,16 +23,6 @@ from experiments import individual, sources
 
 # Table 7's row names of the cells.
 MODEL_NAMES = {"tnvpf": "TNVPF", "rnn": "FeC + RNN", "lstm": "FeC + LSTM"}
-
-
-def make_fusion(model_config) -> video.TemporalFusion:
-  m = model_config
-  model = TNVPF(cell=m.cell, hidden=m.hidden, num_classes=m.num_classes,
-                group_units=m.group_units, group_width=m.group_width,
-                frame_units=m.frame_units, frame_width=m.frame_width,
-                group_pooling=m.group_pooling)
-  return video.TemporalFusion(model, priors.make(m.prior, num_classes=m.num_classes),
-                              m.nll_weight)
 
 
 def curriculum(config) -> list[tuple[int, int]]:
@@ -62,9 +51,9 @@ def _train_batches(config, source, start: int):
   return itertools.chain(*phases)
 
 
-def initial_state(config, fusion, builder) -> TrainState:
-  m = builder.info.features["embeddings"].shape[-1]
-  g, n = config.model.max_groups, config.model.max_faces
+def initial_state(config, fusion, num_features: int) -> TrainState:
+  """The temporal fusion over `num_features`-dim face embeddings, initialised from config.seed."""
+  m, g, n = num_features, config.model.max_groups, config.model.max_faces
   inputs = (jnp.zeros((1, 1, g, n, m), jnp.float32), jnp.ones((1, 1, g, n), bool),
             jnp.ones((1, 1, g), bool), jnp.ones((1, 1), bool))
   variables = jax.jit(lambda rng: fusion.init(rng, *inputs))(jax.random.key(config.seed))
@@ -79,6 +68,10 @@ def _evaluate_fn(config, fusion, mesh, builder, split: str):
           frame_stride=config.clip.frame_stride, max_groups=config.model.max_groups,
           max_faces=config.model.max_faces),
       mesh, class_names=individual.class_names(config, builder, "label"))
+
+
+def _num_features(builder) -> int:
+  return builder.info.features["embeddings"].shape[-1]
 
 
 def _features(config):
@@ -106,11 +99,11 @@ def train(config, workdir: str) -> dict:
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
   curriculum(config)
-  fusion = make_fusion(config.model)
+  fusion = video.make_fusion(config.model)
   builder = _features(config)
   train_source = loaders.split_source(builder, config.data.train_split)
   outcome = loop.fit(
-      workdir=workdir, state=initial_state(config, fusion, builder),
+      workdir=workdir, state=initial_state(config, fusion, _num_features(builder)),
       train_step=video.make_train_step(fusion),
       train_batches=lambda start: _train_batches(config, train_source, start),
       evaluate=_evaluate_fn(config, fusion, mesh, builder, config.data.eval_split),
@@ -125,10 +118,10 @@ def evaluate(config, workdir: str) -> dict:
   """Evaluates the best checkpoint in `workdir` on `config.data.eval_split`."""
   mesh = parallel.make_data_mesh()
   parallel.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-  fusion = make_fusion(config.model)
+  fusion = video.make_fusion(config.model)
   builder = _features(config)
-  state, _ = individual.restore_best(config, workdir, mesh,
-                                     lambda: initial_state(config, fusion, builder))
+  state, _ = individual.restore_best(
+      config, workdir, mesh, lambda: initial_state(config, fusion, _num_features(builder)))
   results = _evaluate_fn(config, fusion, mesh, builder, config.data.eval_split)(state)
   return _finish(config, results, workdir, builder)
 

@@ -1,11 +1,14 @@
 """The group level through the runner: tiny FeA / FeB / FeC runs; missing data or EmoNet in one line."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 from assets import tiny_records
-from assets.runner import run_experiment
+from assets.runner import ROOT, run_experiment
 
+from emoflow import bundle
 from emoflow.models import priors
 from experiments import sources
 from experiments.configs import nvpf_emotiw
@@ -48,9 +51,28 @@ def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data
     trained, evaluated = ((tmp_path / "run" / name).read_text().splitlines()[2:]
                           for name in ("results.md", "results_validation.md"))
     assert trained == evaluated  # the same numbers under another title
+    _check_export(tmp_path, emonet_run, str(tmp_path / "run"))
 
 
-def test_tiny_end_to_end_run_fine_tunes_emonet_and_resumes(tmp_path, emonet_run, data_dir, groups):
+def _check_export(tmp_path, emonet_run: str, group_run: str) -> None:
+  """experiments.export_model gathers the runs into a model directory emoflow.bundle reads."""
+  def export(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.export_model", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+  result = export(f"--emonet={emonet_run}", f"--group={group_run}", f"--out={tmp_path}/model")
+  assert result.returncode == 0, result.stderr[-2000:]
+  model = bundle.load(str(tmp_path / "model"))
+  assert model.config["group"]["fusion"] == "fec" and model.config["video"] is None
+  assert model.config["sources"]["group"]["step"] == 4
+  assert set(model.variables) == {"emonet", "group"}
+  result = export(f"--emonet={group_run}", f"--group={group_run}", f"--out={tmp_path}/bad")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: {group_run} is a 'group' run; features come from an 'individual' (EmoNet) run"]
+
+
+def test_tiny_end_to_end_run_fine_tunes_emonet_and_evaluates_its_checkpoint(tmp_path, emonet_run, data_dir, groups):
   args = _tiny("nvpf_synthcrowd:fea,e2e,tiny", tmp_path / "run", data_dir, emonet_run,
                f"--config.data.source={groups}")
   result = run_experiment(*args)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from emoflow.labels import GROUP_EMOTIONS
-from emoflow.models import TNVPF
+from emoflow.models import TNVPF, priors
 from emoflow.tasks import individual
 from emoflow.tasks.group import face_features
 from emoflow.train import parallel
@@ -57,6 +57,16 @@ class TemporalFusion:
     logp = self.prior.log_prob(variables["params"]["frame_prior"], out["frame_h"].reshape(-1, m, g),
                                out["group_valid"].reshape(-1, g))
     return logp.reshape(b, t, -1) + out["frame_logdet"][..., None]
+
+
+def make_fusion(model_config) -> TemporalFusion:
+  """The TemporalFusion a config's `model` block describes (keys of tnvpf_synthcrowd)."""
+  m = model_config
+  model = TNVPF(cell=m.cell, hidden=m.hidden, num_classes=m.num_classes,
+                group_units=m.group_units, group_width=m.group_width,
+                frame_units=m.frame_units, frame_width=m.frame_width,
+                group_pooling=m.group_pooling)
+  return TemporalFusion(model, priors.make(m.prior, num_classes=m.num_classes), m.nll_weight)
 
 
 def labelled_frames(batch: dict) -> jax.Array:

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 from emoflow.fileio import atomic_open  # noqa: E402
 
 
-def _save_atomically(fig, path: str) -> None:
+def save_png(fig, path: str) -> None:
   """Writes the figure as PNG through a temporary file, then closes it."""
   with atomic_open(path, "wb") as f:
     fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
@@ -54,7 +54,7 @@ def plot_curves(rows: list[dict], path: str) -> None:
   for ax in list(axes.flat)[len(panels):]:
     ax.axis("off")
   fig.tight_layout()
-  _save_atomically(fig, path)
+  save_png(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, class_names, path: str, title: str = "") -> None:
@@ -75,4 +75,4 @@ def plot_confusion(cm: np.ndarray, class_names, path: str, title: str = "") -> N
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  _save_atomically(fig, path)
+  save_png(fig, path)

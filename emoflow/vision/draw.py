@@ -69,3 +69,34 @@ def draw_annotations(image: np.ndarray, face_boxes, face_labels, group_boxes=(),
     _label(out, name[:3], x, out.shape[0], COLOURS[name], 0.8 * scale)
     x += cv2.getTextSize(name[:3], _FONT, 0.8 * scale, 1)[0][0] + 6
   return out
+
+
+def draw_group_hulls(image: np.ndarray, face_boxes, groups, labels) -> np.ndarray:
+  """`image` with each group's convex hull (over its faces' box corners) outlined in its colour.
+
+  groups: per group, the indices of its faces in `face_boxes`; drawn in place.
+  """
+  for members, label in zip(groups, labels):
+    if not len(members):
+      continue
+    corners = np.concatenate([[[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]
+                              for b in np.asarray(face_boxes)[list(members)]])
+    hull = cv2.convexHull(np.round(corners).astype(np.int32))
+    cv2.polylines(image, [hull], True, COLOURS.get(label, _GREY), 2, cv2.LINE_AA)
+  return image
+
+
+def draw_label_strip(image: np.ndarray, segments, position: float, height: int = 10) -> np.ndarray:
+  """`image` with a strip along its top: the frame labels over the clip's time, and a cursor.
+
+  segments: (start, end, label) with start/end in [0, 1] of the clip's duration;
+  position: where the current frame lies, in [0, 1]. Drawn in place.
+  """
+  width = image.shape[1]
+  cv2.rectangle(image, (0, 0), (width - 1, height), _GREY, -1)
+  for start, end, label in segments:
+    x0, x1 = int(start * width), max(int(start * width) + 1, int(end * width))
+    cv2.rectangle(image, (x0, 0), (x1, height), COLOURS.get(label, _GREY), -1)
+  x = int(np.clip(position, 0, 1) * (width - 1))
+  cv2.line(image, (x, 0), (x, height + 4), (0, 0, 0), 2)
+  return image

@@ -1,0 +1,139 @@
+"""The `emoflow` command.
+
+  emoflow predict VIDEO --model DIR [--out DIR] [--detector auto|annotations|yunet]
+                  [--annotations JSON] [--yunet-model ONNX] [--fps F] [--batch-frames N]
+                  [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet]
+
+writes, into --out (default: VIDEO's name without extension + "_emoflow"):
+- predictions.json: every sampled frame's faces (box, landmarks, emotion,
+  scores, track id), groups (box, label, scores, faces) and label, the video
+  label (emoflow.pipeline explains the layout);
+- annotated.mp4: every input frame, with the latest sampled frame's faces
+  (boxes coloured by emotion), group hulls and labels, and a strip of the
+  frame labels over time along the top;
+- timeline.png: frame probabilities over time and each face track's emotion.
+Each file is written under a temporary name and renamed when complete.
+Detectors: `annotations` reads boxes and landmarks from an annotation JSON
+(--annotations, default VIDEO's name with .json, as SynthCrowd and GECV lay
+them out); `yunet` runs OpenCV's YuNet from its ONNX file (--yunet-model);
+`auto` picks annotations when that JSON exists. A user mistake ends with one
+line on stderr and exit code 2.
+"""
+
+import argparse
+import bisect
+import json
+import os
+import sys
+
+USAGE_ERRORS = (ValueError, FileNotFoundError)
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="emoflow", description="Group-level emotion recognition "
+                                   "on crowd videos (EmoNet -> NVPF -> TNVPF).")
+  commands = parser.add_subparsers(dest="command", required=True)
+  predict = commands.add_parser("predict", help="label a video's faces, groups, frames and whole")
+  predict.add_argument("video")
+  predict.add_argument("--model", required=True, help="model directory (experiments.export_model)")
+  predict.add_argument("--out", help="output directory (default: VIDEO_emoflow)")
+  predict.add_argument("--detector", default="auto", choices=("auto", "annotations", "yunet"))
+  predict.add_argument("--annotations", help="annotation JSON for --detector annotations")
+  predict.add_argument("--yunet-model", help="YuNet ONNX file for --detector yunet")
+  predict.add_argument("--fps", type=float, help="frames per second to analyse (default: the "
+                       "rate the model's video stage was trained on, else every frame)")
+  predict.add_argument("--batch-frames", type=int, default=8, help="frames per batch")
+  predict.add_argument("--max-faces", type=int, default=256, help="faces kept per frame")
+  predict.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform (default: best)")
+  predict.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
+  predict.add_argument("--quiet", action="store_true", help="no progress bars")
+  return parser
+
+
+def make_detector(args):
+  """The detector the flags name; one-line errors for missing files."""
+  from emoflow.vision import detect  # noqa: PLC0415 - after --device is applied
+  annotations = args.annotations or os.path.splitext(args.video)[0] + ".json"
+  name = args.detector
+  if name == "auto":
+    if not os.path.isfile(annotations):
+      raise ValueError(f"no detector: {annotations} does not exist; give --detector yunet "
+                       "--yunet-model FILE.onnx, or --annotations FILE.json")
+    name = "annotations"
+  if name == "yunet":
+    if not args.yunet_model:
+      raise ValueError("--detector yunet needs --yunet-model FILE.onnx")
+    return detect.make("yunet", model_path=args.yunet_model, max_faces=args.max_faces)
+  try:
+    with open(annotations) as f:
+      frames = json.load(f)["frames"]
+    faces = {int(frame["index"]): frame["faces"] for frame in frames}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{annotations}: cannot read faces from it as an annotation file ({e})") \
+        from None
+  return detect.make("annotations", faces=faces, max_faces=args.max_faces)
+
+
+def write_annotated_video(video_path: str, doc: dict, path: str, progress: bool) -> None:
+  """Every input frame with the latest sampled frame's predictions drawn on it (module docstring)."""
+  import tqdm  # noqa: PLC0415
+  from emoflow.vision import draw, video  # noqa: PLC0415
+  frames = doc["frames"]
+  sampled = [f["index"] for f in frames]
+  total = max(doc["num_frames"], 1)
+  ends = sampled[1:] + [total]
+  segments = [(f["index"] / total, end / total, f["label"]) for f, end in zip(frames, ends)]
+  with video.write_video(path, doc["fps"] or 25.0, (doc["width"], doc["height"])) as write:
+    for index, image in tqdm.tqdm(video.read_frames(video_path), total=doc["num_frames"],
+                                  desc="annotated video", unit="frame", disable=not progress):
+      at = bisect.bisect_right(sampled, index) - 1
+      if at >= 0:
+        frame = frames[at]
+        image = draw.draw_annotations(
+            image, [f["box"] for f in frame["faces"]], [f["emotion"] for f in frame["faces"]],
+            [g["box"] for g in frame["groups"]], [g["label"] for g in frame["groups"]],
+            frame_label=frame["label"])
+        draw.draw_group_hulls(image, [f["box"] for f in frame["faces"]],
+                              [g["faces"] for g in frame["groups"]],
+                              [g["label"] for g in frame["groups"]])
+      write(draw.draw_label_strip(image, segments, index / total))
+
+
+def predict(args) -> None:
+  import jax  # noqa: PLC0415 - the platform must be chosen before JAX starts a backend
+  if args.device:
+    jax.config.update("jax_platforms", {"gpu": "cuda"}.get(args.device, args.device))
+  from emoflow import bundle, pipeline  # noqa: PLC0415
+  from emoflow.fileio import atomic_open  # noqa: PLC0415
+  from emoflow.vision import timeline  # noqa: PLC0415
+  if args.batch_frames < 1 or args.max_faces < 1:
+    raise ValueError("--batch-frames and --max-faces must be at least 1")
+  if not os.path.isfile(args.video):
+    raise FileNotFoundError(f"{args.video} does not exist")
+  model = bundle.load(args.model)
+  runner = pipeline.Pipeline(model, make_detector(args))
+  doc = runner.run(args.video, sampling_fps=args.fps, batch_frames=args.batch_frames,
+                   progress=not args.quiet)
+  out = args.out or os.path.splitext(args.video)[0] + "_emoflow"
+  os.makedirs(out, exist_ok=True)
+  with atomic_open(os.path.join(out, "predictions.json")) as f:
+    json.dump(doc, f, indent=1)
+  timeline.plot_timeline(doc, os.path.join(out, "timeline.png"))
+  if not args.no_video:
+    write_annotated_video(args.video, doc, os.path.join(out, "annotated.mp4"), not args.quiet)
+  faces = sum(len(f["faces"]) for f in doc["frames"])
+  print(f"{args.video}: video label {doc['label']}; {len(doc['frames'])} frames analysed, "
+        f"{faces} faces, {len(doc['tracks'])} tracks -> {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+  args = _parser().parse_args(argv)
+  try:
+    predict(args)
+  except USAGE_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,265 @@
+"""Video inference: video -> frames -> faces -> EmoNet -> groups -> NVPF -> TNVPF.
+
+`Pipeline(bundle, detector)` holds every stage's model (emoflow.bundle) and
+`run(path)` labels a video at four levels, calling the same predict
+functions the tasks evaluate with:
+
+1. frames are read in batches of `batch_frames`, every frame or the frames
+   nearest to `sampling_fps` (default: the rate the video model was trained
+   on, from the bundle);
+2. the detector gives boxes and 5 landmarks per face; faces are aligned on
+   the device (align.warp_faces) and EmoNet gives each its emotion and
+   embedding;
+3. faces are grouped per frame by k-means over their centres
+   (vision.grouping); a group's faces fill the fusion's N slots largest
+   first (the records' order), and the group fusion labels each group;
+4. the frames' groups (the G with most faces, in group order) go to the
+   temporal model, which labels each frame and, from the last sampled frame,
+   the video; the mean of the frame probabilities is reported too;
+5. faces are linked across sampled frames into tracks (vision.tracks).
+
+The result is a JSON-ready dict in the layout of the annotation files
+(data_pipelines/annotations.py: frames with faces and groups, boxes x0 y0 x1
+y1 in pixels, emoflow.labels names) plus scores, so a predictions file can
+be read back as (pseudo-)annotations. A video with no faces gives empty
+lists and the video label "unknown"; so does a bundle without a video model,
+for the frame and video labels ("unknown", scores null).
+"""
+
+import dataclasses
+import functools
+import time
+from collections import defaultdict
+
+import jax
+import numpy as np
+import tqdm
+
+from emoflow import bundle as bundle_lib
+from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
+from emoflow.models import EmoNet
+from emoflow.tasks import group as group_task
+from emoflow.tasks import individual as individual_task
+from emoflow.tasks import video as video_task
+from emoflow.vision import align, grouping, tracks
+from emoflow.vision import video as video_io
+
+UNKNOWN = "unknown"
+STAGES = ("decode", "detect", "align", "emonet", "group", "nvpf", "tnvpf")
+
+
+def _bucket(n: int, smallest: int = 16) -> int:
+  """n rounded up to a power of two (at least `smallest`): few distinct shapes, few compiles."""
+  return max(smallest, 1 << max(n - 1, 0).bit_length())
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+  out = np.zeros((n, *x.shape[1:]), x.dtype)
+  out[:len(x)] = x
+  return out
+
+
+def _scores(probs, names) -> dict:
+  return {name: round(float(p), 5) for name, p in zip(names, probs)}
+
+
+@dataclasses.dataclass
+class FrameResult:
+  """One sampled frame's outputs, host side."""
+
+  index: int
+  boxes: np.ndarray  # [n, 4]
+  landmarks: np.ndarray  # [n, 5, 2]
+  detection_scores: np.ndarray  # [n]
+  face_probs: np.ndarray  # [n, 8]
+  embeddings: np.ndarray  # [n, M]
+  face_group: np.ndarray  # [n], -1 if no group
+  group_boxes: np.ndarray  # [g, 4]
+  group_probs: np.ndarray  # [g, 3]
+  group_slots: list  # per group: its faces in slot order (largest first)
+  tracks: np.ndarray | None = None  # [n]
+
+
+class Pipeline:
+  """Every stage of a model directory, jitted once per input shape."""
+
+  def __init__(self, model: bundle_lib.Bundle, detector, *, k_max: int = 10):
+    self.model, self.detector = model, detector
+    emonet_config = model.config["emonet"]
+    self.emonet = EmoNet(num_classes=emonet_config["num_classes"],
+                         embed_dim=emonet_config["embed_dim"])
+    self.group_fusion = group_task.make_fusion(model.model_config("group"))
+    self.max_faces = model.config["group"]["max_faces"]
+    video_config = model.model_config("video")
+    self.temporal = None if video_config is None else video_task.make_fusion(video_config)
+    self.max_groups = None if video_config is None else video_config.max_groups
+    self.video_max_faces = None if video_config is None else video_config.max_faces
+    self.sampling_fps = model.config.get("sampling_fps")
+    self._emonet = jax.jit(functools.partial(individual_task.predict, self.emonet))
+    self._group = jax.jit(functools.partial(group_task.predict, self.group_fusion))
+    self._grouping = jax.jit(jax.vmap(functools.partial(grouping.group_faces, k_max=k_max)))
+    self._warp = jax.jit(align.warp_faces)
+    self.timings = defaultdict(float)  # seconds per stage, over every run()
+
+  def _timed(self, stage: str, fn, *args):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    self.timings[stage] += time.perf_counter() - start
+    return out
+
+  def _faces(self, frames: np.ndarray, detections):
+    """Aligned faces of the valid detections -> (frame of each, probs [n, 8], embeddings [n, M])."""
+    frame_of, slot = np.nonzero(np.asarray(detections.valid))
+    n = len(frame_of)
+    if n == 0:
+      return frame_of, slot, np.zeros((0, len(EMOTIONS))), np.zeros((0, self.emonet.embed_dim))
+    size = _bucket(n)
+    landmarks = _pad(np.asarray(detections.landmarks)[frame_of, slot], size)
+    faces = self._timed("align", self._warp, frames, _pad(frame_of.astype(np.int32), size),
+                        landmarks)
+    probs, embeddings = self._timed("emonet", self._emonet, self.model.variables["emonet"], faces)
+    return frame_of, slot, np.asarray(probs)[:n], np.asarray(embeddings)[:n]
+
+  def _slots(self, members: np.ndarray, boxes: np.ndarray) -> list:
+    """A group's faces in slot order: largest first, ties by the left edge (the records' order)."""
+    area = (boxes[members, 2] - boxes[members, 0]) * (boxes[members, 3] - boxes[members, 1])
+    return [int(i) for i in members[np.lexsort((boxes[members, 0], -area))]]
+
+  def _group_batch(self, embeddings: np.ndarray, slots: list, max_faces: int):
+    """[groups, N, M] embeddings and [groups, N] mask of the faces `slots` list per group."""
+    out = np.zeros((len(slots), max_faces, embeddings.shape[-1]), np.float32)
+    mask = np.zeros((len(slots), max_faces), bool)
+    for g, members in enumerate(slots):
+      kept = members[:max_faces]
+      out[g, :len(kept)] = embeddings[kept]
+      mask[g, :len(kept)] = True
+    return out, mask
+
+  def analyse(self, indices, frames: np.ndarray) -> list[FrameResult]:
+    """The per-frame stages (detect .. group fusion) for a batch of sampled frames."""
+    detections = self._timed("detect", self.detector, frames, list(indices))
+    frame_of, slot, probs, embeddings = self._faces(frames, detections)
+    groups = self._timed("group", self._grouping, detections.boxes, detections.valid)
+    face_group = np.asarray(groups.face_group)
+    results = []
+    for f, index in enumerate(indices):
+      mine = np.flatnonzero(frame_of == f)
+      boxes = np.asarray(detections.boxes)[f, slot[mine]]
+      ids = face_group[f, slot[mine]]
+      num_groups = int(groups.num_groups[f])
+      slots = [self._slots(np.flatnonzero(ids == g), boxes) for g in range(num_groups)]
+      results.append(FrameResult(
+          index=int(index), boxes=boxes, landmarks=np.asarray(detections.landmarks)[f, slot[mine]],
+          detection_scores=np.asarray(detections.scores)[f, slot[mine]],
+          face_probs=probs[mine], embeddings=embeddings[mine], face_group=ids,
+          group_boxes=np.asarray(groups.boxes)[f, :num_groups], group_probs=None,
+          group_slots=slots))
+    return self._fuse_groups(results)
+
+  def _fuse_groups(self, results: list[FrameResult]) -> list[FrameResult]:
+    """Every group of the batch through the group fusion in one call."""
+    slots = [s for r in results for s in r.group_slots]
+    if not slots:
+      for r in results:
+        r.group_probs = np.zeros((0, len(GROUP_EMOTIONS)))
+      return results
+    offsets = np.cumsum([0] + [len(r.boxes) for r in results])
+    embeddings = np.concatenate([r.embeddings for r in results])
+    shifted = [[int(i) + offsets[k] for i in s] for k, r in enumerate(results) for s in r.group_slots]
+    batch, mask = self._group_batch(embeddings, shifted, self.max_faces)
+    size = _bucket(len(slots))
+    probs = self._timed("nvpf", self._group, self.model.variables["group"], _pad(batch, size),
+                        _pad(mask, size))
+    probs, start = np.asarray(probs)[:len(slots)], 0
+    for r in results:
+      r.group_probs = probs[start:start + len(r.group_slots)]
+      start += len(r.group_slots)
+    return results
+
+  def temporal_probs(self, results: list[FrameResult]) -> dict | None:
+    """The temporal model over all sampled frames: frame [T, 3], last [3], mean [3]; None without
+    a video model or frames."""
+    if self.temporal is None or not results:
+      return None
+    t, g, n = len(results), self.max_groups, self.video_max_faces
+    m = self.emonet.embed_dim
+    embeddings = np.zeros((1, t, g, n, m), np.float32)
+    face_mask = np.zeros((1, t, g, n), bool)
+    group_mask = np.zeros((1, t, g), bool)
+    for i, r in enumerate(results):
+      sizes = [len(s) for s in r.group_slots]
+      kept = sorted(sorted(range(len(sizes)), key=lambda j: (-sizes[j], j))[:g])
+      batch, mask = self._group_batch(r.embeddings, [r.group_slots[j] for j in kept], n)
+      embeddings[0, i, :len(kept)], face_mask[0, i, :len(kept)] = batch, mask
+      group_mask[0, i, :len(kept)] = True
+    frame_mask = np.ones((1, t), bool)
+    predict = jax.jit(functools.partial(video_task.predict, self.temporal))
+    probs = self._timed("tnvpf", predict, self.model.variables["video"], embeddings, face_mask,
+                        group_mask, frame_mask)
+    return {"frame": np.asarray(probs["frame"])[0], "last": np.asarray(probs["last"])[0],
+            "mean": np.asarray(probs["mean"])[0]}
+
+  def run(self, path: str, *, sampling_fps: float | None = None, batch_frames: int = 8,
+          progress: bool = True) -> dict:
+    """Predictions for the video at `path` (module docstring), as a JSON-ready dict."""
+    info = video_io.probe(path)
+    fps = sampling_fps or self.sampling_fps
+    indices = video_io.sample_indices(info.num_frames, info.fps, fps)
+    results, tracker = [], tracks.Tracker()
+    bar = tqdm.tqdm(total=len(indices), desc="frames", unit="frame", disable=not progress)
+    start = time.perf_counter()
+    for batch_indices, frames in video_io.read_batches(path, indices, batch_frames):
+      self.timings["decode"] += time.perf_counter() - start
+      for r in self.analyse(batch_indices, frames):
+        r.tracks = tracker.update(r.boxes, r.embeddings)
+        results.append(r)
+      bar.update(len(batch_indices))
+      start = time.perf_counter()
+    bar.close()
+    return document(path, info, results, self.temporal_probs(results), self.model.config,
+                    sampled_fps=fps)
+
+
+def _label(probs, names) -> str:
+  return names[int(np.argmax(probs))]
+
+
+def document(path: str, info, results: list[FrameResult], temporal: dict | None, config: dict,
+             sampled_fps: float | None) -> dict:
+  """The predictions dict (module docstring) from the per-frame results."""
+  frames, track_rows = [], defaultdict(list)
+  for t, r in enumerate(results):
+    faces = []
+    for i in range(len(r.boxes)):
+      emotion = _label(r.face_probs[i], EMOTIONS)
+      track = None if r.tracks is None else int(r.tracks[i])
+      faces.append({"box": [round(float(v), 2) for v in r.boxes[i]],
+                    "landmarks": [[round(float(v), 2) for v in p] for p in r.landmarks[i]],
+                    "emotion": emotion, "scores": _scores(r.face_probs[i], EMOTIONS),
+                    "detection_score": round(float(r.detection_scores[i]), 4), "track": track})
+      if track is not None:
+        track_rows[track].append([r.index, emotion])
+    groups = [{"box": [round(float(v), 2) for v in r.group_boxes[g]],
+               "label": _label(r.group_probs[g], GROUP_EMOTIONS),
+               "scores": _scores(r.group_probs[g], GROUP_EMOTIONS), "faces": r.group_slots[g]}
+              for g in range(len(r.group_slots))]
+    has_faces = len(r.boxes) > 0
+    frame_probs = None if temporal is None or not has_faces else temporal["frame"][t]
+    frames.append({"index": r.index, "time": round(r.index / info.fps, 4) if info.fps else None,
+                   "label": UNKNOWN if frame_probs is None else _label(frame_probs, GROUP_EMOTIONS),
+                   "scores": None if frame_probs is None else _scores(frame_probs, GROUP_EMOTIONS),
+                   "faces": faces, "groups": groups})
+  any_faces = any(len(r.boxes) for r in results)
+  video_probs = None if temporal is None or not any_faces else temporal
+  return {
+      "video": path.rsplit("/", 1)[-1], "fps": info.fps, "num_frames": info.num_frames,
+      "width": info.width, "height": info.height, "sampled_fps": sampled_fps,
+      "label": UNKNOWN if video_probs is None else _label(video_probs["last"], GROUP_EMOTIONS),
+      "scores": None if video_probs is None else _scores(video_probs["last"], GROUP_EMOTIONS),
+      "scores_mean_of_frames": (None if video_probs is None
+                                else _scores(video_probs["mean"], GROUP_EMOTIONS)),
+      "frames": frames,
+      "tracks": [{"track": k, "frames": [row[0] for row in rows],
+                  "emotions": [row[1] for row in rows]} for k, rows in sorted(track_rows.items())],
+      "model": config.get("sources", {}),
+  }

@@ -1,0 +1,125 @@
+"""Gather trained runs into one model directory for `emoflow predict`.
+
+  python -m experiments.export_model --emonet=RUN --group=RUN [--video=RUN] --out=DIR
+
+Takes each run's best checkpoint (else its latest): the EmoNet of an
+individual run, the fusion of a group run (trained on cached features) and,
+optionally, the temporal model of a video run, and writes DIR/model.json +
+DIR/weights.msgpack (emoflow.bundle). The group and video runs must read the
+same EmoNet's features (their features.emonet_workdir is checked against
+--emonet). A user mistake ends with one line on stderr and exit code 2.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+from emoflow import bundle
+from emoflow.tasks import group as group_task
+from emoflow.tasks import video as video_task
+from emoflow.train import parallel
+from experiments import cache_features, group, individual, sources, video
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("emonet", None, "workdir of the individual (EmoNet) run")
+  flags.DEFINE_string("group", None, "workdir of the group run (fusion on cached features)")
+  flags.DEFINE_string("video", None, "workdir of the video run (optional)")
+  flags.DEFINE_string("out", None, "the model directory to write")
+  flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
+
+
+def _run_config(workdir: str, task: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"{workdir} holds no run (no config.json)")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if config.task != task:
+    raise ValueError(f"{workdir} is a {config.task!r} run, not a {task!r} one")
+  return config
+
+
+def _check_features(config, workdir: str, emonet_workdir: str) -> None:
+  if config.features.mode != "cached":
+    raise ValueError(f"{workdir} fine-tuned its own EmoNet (features.mode={config.features.mode});"
+                     " export runs trained on cached features")
+  if os.path.realpath(config.features.emonet_workdir) != os.path.realpath(emonet_workdir):
+    raise ValueError(f"{workdir} was trained on the features of {config.features.emonet_workdir},"
+                     f" not of {emonet_workdir}")
+
+
+def _sampling_fps(config) -> float | None:
+  """Frames per second of the windows the video model was trained on: the clips' sampling rate
+  (their builder config's frames_per_second) over the frame stride; None if the data does not
+  say."""
+  clip_fps = getattr(sources.source_builder(config).builder_config, "frames_per_second", None)
+  return clip_fps / config.clip.frame_stride if clip_fps else None
+
+
+def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, out: str) -> dict:
+  """Writes the model directory `out`; returns its model.json contents."""
+  mesh = parallel.make_data_mesh()
+  emonet_config = cache_features.run_config(emonet_workdir)
+  _, emonet_state, emonet_step = individual.restore(emonet_config, emonet_workdir, mesh)
+  embed_dim = emonet_config.model.embed_dim
+  stages = {"emonet": (emonet_state, emonet_workdir, emonet_step)}
+
+  group_config = _run_config(group_workdir, "group")
+  _check_features(group_config, group_workdir, emonet_workdir)
+  fusion = group_task.make_fusion(group_config.model)
+  state, step = individual.restore_best(
+      group_config, group_workdir, mesh,
+      lambda: group.initial_state(group_config, fusion, embed_dim))
+  stages["group"] = (state, group_workdir, step)
+  config = {"emonet": {"num_classes": emonet_config.model.num_classes, "embed_dim": embed_dim},
+            "group": group_config.model.to_dict(), "video": None, "sampling_fps": None}
+  if video_workdir:
+    video_config = _run_config(video_workdir, "video")
+    _check_features(video_config, video_workdir, emonet_workdir)
+    temporal = video_task.make_fusion(video_config.model)
+    state, step = individual.restore_best(
+        video_config, video_workdir, mesh,
+        lambda: video.initial_state(video_config, temporal, embed_dim))
+    stages["video"] = (state, video_workdir, step)
+    config["video"] = video_config.model.to_dict()
+    config["sampling_fps"] = _sampling_fps(video_config)
+  variables = {name: jax.device_get(state.variables) for name, (state, _, _) in stages.items()}
+  config["sources"] = {name: {"workdir": os.path.abspath(workdir), "step": step}
+                       for name, (_, workdir, step) in stages.items()}
+  bundle.save(out, config, variables)
+  return config
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  for name in ("emonet", "group", "out"):
+    if not FLAGS[name].value:
+      raise ValueError(f"--{name} is required")
+  config = export(FLAGS.emonet, FLAGS.group, FLAGS.video, FLAGS.out)
+  steps = ", ".join(f"{name} step {source['step']}" for name, source in config["sources"].items())
+  print(f"wrote {FLAGS.out} ({steps})")
+
+
+def _run_main(argv) -> None:
+  try:
+    main(argv)
+  except (ValueError, FileNotFoundError) as e:
+    if FLAGS.debug:
+      raise
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(_run_main, flags_parser=cache_features.parse_flags)
