@@ -16,20 +16,19 @@ mistake ends with one line on stderr and exit code 2 (--debug: traceback).
 import hashlib
 import json
 import os
-import sys
 import time
 
 import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags, logging
+from absl import flags
 
 from data_pipelines import loaders
 from data_pipelines.builders import features
 from emoflow.tasks import individual as individual_task
 from emoflow.train import parallel
-from experiments import individual
+from experiments import command, individual
 
 FLAGS = flags.FLAGS
 
@@ -122,11 +121,7 @@ def cache(workdir: str, dataset: str, *, data_dir: str, out_dir: str,
   return builder, written
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+def main() -> None:
   for name in ("workdir", "dataset"):
     if not FLAGS[name].value:
       raise ValueError(f"--{name} is required")
@@ -142,25 +137,6 @@ def main(argv) -> None:
   print(f"{builder.info.full_name} ({sizes}) {verb}: {builder.data_dir}")
 
 
-def _run_main(argv) -> None:
-  try:
-    main(argv)
-  except (ValueError, FileNotFoundError) as e:
-    if FLAGS.debug:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with a flag error reported in one line (exit 2)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == "__main__":
   _define_flags()
-  app.run(_run_main, flags_parser=parse_flags)
+  command.run(main)

@@ -12,17 +12,16 @@ same EmoNet's features (their features.emonet_workdir is checked against
 
 import json
 import os
-import sys
 
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import flags
 
 from emoflow import bundle
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
 from emoflow.train import parallel
-from experiments import cache_features, group, individual, sources, video
+from experiments import cache_features, command, group, individual, sources, video
 
 FLAGS = flags.FLAGS
 
@@ -97,11 +96,7 @@ def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, o
   return config
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+def main() -> None:
   for name in ("emonet", "group", "out"):
     if not FLAGS[name].value:
       raise ValueError(f"--{name} is required")
@@ -110,16 +105,6 @@ def main(argv) -> None:
   print(f"wrote {FLAGS.out} ({steps})")
 
 
-def _run_main(argv) -> None:
-  try:
-    main(argv)
-  except (ValueError, FileNotFoundError) as e:
-    if FLAGS.debug:
-      raise
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == "__main__":
   _define_flags()
-  app.run(_run_main, flags_parser=cache_features.parse_flags)
+  command.run(main)
