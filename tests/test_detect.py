@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from emoflow.vision import detect
+from emoflow.vision import detect, retinaface
 
 
 def _face(x0, y0, size):
@@ -53,7 +53,7 @@ def test_annotation_detector_returns_the_annotated_faces():
 
 
 def test_unknown_detector_is_a_one_line_error():
-  with pytest.raises(ValueError, match="unknown detector 'retina'; known: annotations, yunet"):
+  with pytest.raises(ValueError, match="unknown detector 'retina'; known: annotations, retinaface, yunet"):
     detect.make("retina")
 
 
@@ -199,3 +199,84 @@ def test_nms_vmaps_over_frames_and_jits():
     expected = _reference_nms(boxes[f], scores[f], 0.4, 0.3, 12)
     np.testing.assert_array_equal(indices[f][valid[f]], expected)
   assert not valid[1].any()
+
+
+# --- RetinaFace detector: decode + NMS + gather, against the numpy references above -------
+
+
+class _FixedHeads:
+  """A stand-in for RetinaFace whose outputs are its `variables` (per frame), whatever the pixels."""
+
+  def apply(self, variables, images):
+    assert images.shape[0] == variables["loc"].shape[0]
+    return variables["loc"], variables["conf"], variables["landm"]
+
+
+def _fixed_heads(rng, num_frames, height, width):
+  """Head outputs for anchors of (height, width): a few confident faces on each frame."""
+  num = len(_reference_priors(height, width, (8, 16, 32), ((16, 32), (64, 128), (256, 512))))
+  conf = np.zeros((num_frames, num, 2), np.float32)
+  conf[..., 1] = rng.normal(-1.0, 2.0, (num_frames, num))
+  return {"loc": rng.normal(0, 0.5, (num_frames, num, 4)).astype(np.float32), "conf": conf,
+          "landm": rng.normal(0, 1, (num_frames, num, 10)).astype(np.float32)}
+
+
+def _reference_detect(heads, frame, height, width, scale, score_threshold, nms_threshold, max_faces):
+  """One frame's faces the plain way: decode in image units, scale to frame pixels, greedy NMS."""
+  priors = _reference_priors(height, width, (8, 16, 32), ((16, 32), (64, 128), (256, 512)))
+  boxes, points = _reference_decode(heads["loc"][frame].astype(np.float64), heads["landm"][frame],
+                                    priors, (0.1, 0.2))
+  boxes = boxes * ([width * scale, height * scale] * 2)
+  points = points.reshape(-1, 5, 2) * [width * scale, height * scale]
+  logits = heads["conf"][frame].astype(np.float64)
+  scores = np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+  keep = _reference_nms(boxes, scores, nms_threshold, score_threshold, max_faces)
+  left = [i for i in range(len(scores)) if scores[i] > score_threshold and i not in keep
+          and all(_iou(boxes[i], boxes[j]) <= nms_threshold for j in keep)]
+  return boxes[keep], points[keep], scores[keep], len(left) if len(keep) == max_faces else 0
+
+
+@pytest.mark.parametrize("input_scale, max_faces", [(1.0, 64), (0.5, 64), (1.0, 3)])
+def test_retinaface_detector_matches_decode_and_greedy_nms(input_scale, max_faces):
+  rng = np.random.default_rng(7)
+  height, width = 64, 96
+  inner = round(height * input_scale), round(width * input_scale)
+  heads = _fixed_heads(rng, 2, *inner)
+  detector = detect.RetinaFaceDetector(_FixedHeads(), heads, score_threshold=0.6,
+                                       nms_threshold=0.3, max_faces=max_faces,
+                                       input_scale=input_scale)
+  dets = detector(np.zeros((2, height, width, 3), np.uint8))
+  assert dets.boxes.shape == (2, max_faces, 4) and dets.landmarks.shape == (2, max_faces, 5, 2)
+  for f in range(2):
+    boxes, points, scores, dropped = _reference_detect(heads, f, *inner, 1 / input_scale, 0.6, 0.3,
+                                                       max_faces)
+    n = len(scores)
+    assert n > 1
+    np.testing.assert_array_equal(dets.valid[f], np.arange(max_faces) < n)
+    np.testing.assert_allclose(dets.boxes[f, :n], boxes, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(dets.landmarks[f, :n], points, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(dets.scores[f, :n], scores, rtol=1e-5)
+    assert not np.any(dets.boxes[f, n:]) and not np.any(dets.scores[f, n:])
+    assert dets.dropped[f] == dropped
+  if max_faces == 3:
+    assert dets.dropped.min() > 0
+
+
+def test_retinaface_detector_runs_a_real_tiny_retinaface():
+  model = retinaface.RetinaFace("mobilenet0.25")
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))
+  detector = detect.make("retinaface", model=model, variables=variables, score_threshold=0.3,
+                         max_faces=8)
+  frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+  dets = detector(frames, indices=[0, 1])
+  assert dets.boxes.shape == (2, 8, 4) and dets.landmarks.shape == (2, 8, 5, 2)
+  assert dets.scores.shape == (2, 8) and dets.valid.dtype == bool and dets.dropped.shape == (2,)
+  valid = np.asarray(dets.valid)
+  assert np.all(np.sort(valid, 1)[:, ::-1] == valid)  # valid slots come first
+  assert np.all(np.asarray(dets.scores)[valid] > 0.3) and not np.any(np.asarray(dets.scores)[~valid])
+  assert np.all(np.diff(np.asarray(dets.scores), axis=1)[valid[:, 1:]] <= 0)
+
+
+def test_retinaface_detector_needs_weights_or_a_model():
+  with pytest.raises(ValueError, match="weights=PATH or model= and variables="):
+    detect.make("retinaface")
