@@ -99,6 +99,8 @@ class Pipeline:
     self._group = jax.jit(functools.partial(group_task.predict, self.group_fusion))
     self._grouping = jax.jit(jax.vmap(functools.partial(grouping.group_faces, k_max=k_max)))
     self._warp = jax.jit(align.warp_faces)
+    self._temporal = (None if self.temporal is None
+                      else jax.jit(functools.partial(video_task.predict, self.temporal)))
     self.timings = defaultdict(float)  # seconds per stage, over every run()
 
   def _timed(self, stage: str, fn, *args):
@@ -181,23 +183,22 @@ class Pipeline:
     a video model or frames."""
     if self.temporal is None or not results:
       return None
-    t, g, n = len(results), self.max_groups, self.video_max_faces
+    t, g, n = _bucket(len(results)), self.max_groups, self.video_max_faces
     m = self.emonet.embed_dim
     embeddings = np.zeros((1, t, g, n, m), np.float32)
     face_mask = np.zeros((1, t, g, n), bool)
     group_mask = np.zeros((1, t, g), bool)
+    frame_mask = np.arange(t)[None] < len(results)  # padded frames carry the state: same result
     for i, r in enumerate(results):
       sizes = [len(s) for s in r.group_slots]
       kept = sorted(sorted(range(len(sizes)), key=lambda j: (-sizes[j], j))[:g])
       batch, mask = self._group_batch(r.embeddings, [r.group_slots[j] for j in kept], n)
       embeddings[0, i, :len(kept)], face_mask[0, i, :len(kept)] = batch, mask
       group_mask[0, i, :len(kept)] = True
-    frame_mask = np.ones((1, t), bool)
-    predict = jax.jit(functools.partial(video_task.predict, self.temporal))
-    probs = self._timed("tnvpf", predict, self.model.variables["video"], embeddings, face_mask,
-                        group_mask, frame_mask)
-    return {"frame": np.asarray(probs["frame"])[0], "last": np.asarray(probs["last"])[0],
-            "mean": np.asarray(probs["mean"])[0]}
+    probs = self._timed("tnvpf", self._temporal, self.model.variables["video"], embeddings,
+                        face_mask, group_mask, frame_mask)
+    return {"frame": np.asarray(probs["frame"])[0, :len(results)],
+            "last": np.asarray(probs["last"])[0], "mean": np.asarray(probs["mean"])[0]}
 
   def run(self, path: str, *, sampling_fps: float | None = None, batch_frames: int = 8,
           progress: bool = True) -> dict:
