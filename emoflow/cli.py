@@ -1,7 +1,8 @@
 """The `emoflow` command.
 
-  emoflow predict VIDEO --model DIR [--out DIR] [--detector auto|annotations|yunet]
-                  [--annotations JSON] [--yunet-model ONNX] [--fps F] [--batch-frames N]
+  emoflow predict VIDEO --model DIR [--out DIR] [--detector auto|annotations|yunet|retinaface]
+                  [--annotations JSON] [--yunet-model ONNX] [--retinaface-weights PTH]
+                  [--fps F] [--batch-frames N]
                   [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet]
 
 writes, into --out (default: VIDEO's name without extension + "_emoflow"):
@@ -16,7 +17,9 @@ Each file is written under a temporary name and renamed when complete.
 Detectors: `annotations` reads boxes and landmarks from an annotation JSON
 (--annotations, default VIDEO's name with .json, as SynthCrowd and GECV lay
 them out); `yunet` runs OpenCV's YuNet from its ONNX file (--yunet-model);
-`auto` picks annotations when that JSON exists. A user mistake ends with one
+`retinaface` runs the paper's detector from a public PyTorch checkpoint
+(--retinaface-weights, see emoflow/vision/retinaface_convert.py); `auto`
+picks annotations when that JSON exists. A user mistake ends with one
 line on stderr and exit code 2.
 """
 
@@ -37,9 +40,11 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument("video")
   predict.add_argument("--model", required=True, help="model directory (experiments.export_model)")
   predict.add_argument("--out", help="output directory (default: VIDEO_emoflow)")
-  predict.add_argument("--detector", default="auto", choices=("auto", "annotations", "yunet"))
+  predict.add_argument("--detector", default="auto",
+                       choices=("auto", "annotations", "yunet", "retinaface"))
   predict.add_argument("--annotations", help="annotation JSON for --detector annotations")
   predict.add_argument("--yunet-model", help="YuNet ONNX file for --detector yunet")
+  predict.add_argument("--retinaface-weights", help="RetinaFace .pth for --detector retinaface")
   predict.add_argument("--fps", type=float, help="frames per second to analyse (default: the "
                        "rate the model's video stage was trained on, else every frame)")
   predict.add_argument("--batch-frames", type=int, default=8, help="frames per batch")
@@ -57,13 +62,20 @@ def make_detector(args):
   name = args.detector
   if name == "auto":
     if not os.path.isfile(annotations):
-      raise ValueError(f"no detector: {annotations} does not exist; give --detector yunet "
-                       "--yunet-model FILE.onnx, or --annotations FILE.json")
+      raise ValueError(f"no detector: {annotations} does not exist; give --detector retinaface "
+                       "--retinaface-weights FILE.pth, --detector yunet --yunet-model FILE.onnx, "
+                       "or --annotations FILE.json")
     name = "annotations"
   if name == "yunet":
     if not args.yunet_model:
       raise ValueError("--detector yunet needs --yunet-model FILE.onnx")
     return detect.make("yunet", model_path=args.yunet_model, max_faces=args.max_faces)
+  if name == "retinaface":
+    if not args.retinaface_weights:
+      raise ValueError("--detector retinaface needs --retinaface-weights FILE.pth")
+    if not os.path.isfile(args.retinaface_weights):
+      raise FileNotFoundError(f"{args.retinaface_weights} does not exist")
+    return detect.make("retinaface", weights=args.retinaface_weights, max_faces=args.max_faces)
   try:
     with open(annotations) as f:
       frames = json.load(f)["frames"]

@@ -154,8 +154,13 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
       (path, "--model", model_dir, "--detector", "yunet"):
           "error: --detector yunet needs --yunet-model FILE.onnx",
       (path, "--model", model_dir, "--annotations", str(tmp_path / "none.json"), "--detector",
-       "auto"): f"error: no detector: {tmp_path}/none.json does not exist; give --detector yunet "
-                "--yunet-model FILE.onnx, or --annotations FILE.json",
+       "auto"): f"error: no detector: {tmp_path}/none.json does not exist; give --detector "
+                "retinaface --retinaface-weights FILE.pth, --detector yunet --yunet-model "
+                "FILE.onnx, or --annotations FILE.json",
+      (path, "--model", model_dir, "--detector", "retinaface"):
+          "error: --detector retinaface needs --retinaface-weights FILE.pth",
+      (path, "--model", model_dir, "--detector", "retinaface", "--retinaface-weights",
+       str(tmp_path / "none.pth")): f"error: {tmp_path}/none.pth does not exist",
   }
   for args, message in cases.items():
     result = _predict(*args, "--quiet")
