@@ -1,4 +1,4 @@
-"""grain pipelines over the TFDS ArrayRecord datasets: faces, groups (padded + mask), clips.
+"""grain pipelines over the TFDS ArrayRecord datasets: faces, groups (padded + mask), clips, frames.
 
 Training batches are a pure function of (seed, step): a per-epoch shuffle, a
 per-example seeded random transform (augmentation; for clips also where the
@@ -33,6 +33,7 @@ Feature mode: records written by the feature cache
 import functools
 import os
 
+import cv2
 import grain
 import jax
 import numpy as np
@@ -286,3 +287,81 @@ def eval_clip_batches(source, batch_size: int, *, num_frames: int, frame_stride:
   return _eval_batches(source, batch_size, functools.partial(
       _clip_example, num_frames=num_frames, frame_stride=frame_stride, max_groups=max_groups,
       max_faces=max_faces, augment=False))
+
+
+# --- frames (face detection) -----------------------------------------------------------
+
+# align.py's landmark order (left eye, right eye, nose, left and right mouth corner; left is
+# image-left): a horizontal flip swaps the eyes and the mouth corners.
+_FLIPPED_LANDMARKS = np.array([1, 0, 2, 4, 3])
+
+
+def _frame_example(record: dict, rng: np.random.Generator | None, *, max_faces: int,
+                   scale: float, flip: bool) -> dict:
+  """One frame with its G = max_faces largest faces, boxes clipped to the frame (rules in
+  train_frame_batches)."""
+  image = np.asarray(record["image"])
+  height, width = image.shape[:2]
+  boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+  landmarks = np.asarray(record["landmarks"], np.float32).reshape(-1, 5, 2)
+  if rng is not None and flip and rng.random() < 0.5:
+    image = image[:, ::-1]
+    boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    landmarks = np.stack([width - landmarks[..., 0], landmarks[..., 1]], -1)[:, _FLIPPED_LANDMARKS]
+  if scale != 1:
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    factor = np.float32([size[0] / width, size[1] / height])
+    boxes, landmarks = boxes * np.tile(factor, 2), landmarks * factor
+    height, width = size[1], size[0]
+  inside = np.all((landmarks >= 0) & (landmarks <= [width, height]), (1, 2))
+  boxes = np.clip(boxes, 0, np.float32([width, height, width, height]))
+  seen = np.flatnonzero((boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1))
+  keep = seen[:max_faces]  # records list faces largest first
+  slots = (np.arange(len(keep)),)
+  return {
+      "image": np.ascontiguousarray(image),
+      "boxes": _scatter(boxes[keep], slots, (max_faces,)),
+      "landmarks": _scatter(landmarks[keep], slots, (max_faces,)),
+      "valid": _scatter(np.ones(len(keep), bool), slots, (max_faces,), False),
+      "has_landmarks": _scatter(inside[keep], slots, (max_faces,), False),
+      "num_faces": np.int32(len(seen)),
+  }
+
+
+def train_frame_batches(source, *, batch_size: int, max_faces: int, seed: int, num_steps: int,
+                        start_step: int = 0, scale: float = 1.0, flip: bool = True,
+                        read_threads: int = 2, workers: int = 0):
+  """Iterator over this process's share of frames batches start_step .. num_steps-1 (detection).
+
+  A batch (B = batch_size / process_count, G = max_faces, H x W the frame
+  size times `scale`): image uint8 [B, H, W, 3]; boxes [B, G, 4] (x0, y0, x1,
+  y1) and landmarks [B, G, 5, 2] in pixels of that image; valid and
+  has_landmarks bool [B, G]; num_faces int32 [B]. Boxes are clipped to the
+  frame and a face with less than 1 px left inside is no face; the G largest
+  faces of the rest fill the slots (records order) and num_faces holds how
+  many there were, so the faces beyond G are counted, not hidden.
+  has_landmarks is False for a face with a landmark outside the frame. With
+  `flip`, each frame is mirrored with probability 1/2 (seeded per example),
+  boxes and landmarks with it, left and right landmarks swapped.
+  """
+  example_fn = functools.partial(_frame_example, max_faces=max_faces, scale=scale, flip=flip)
+  return _train_batches(source, example_fn, batch_size=batch_size, seed=seed, num_steps=num_steps,
+                        start_step=start_step, read_threads=read_threads, workers=workers)
+
+
+def eval_frame_batches(source, batch_size: int, max_faces: int, scale: float = 1.0):
+  """This process's share of frames batches covering the split once, unflipped.
+
+  As train_frame_batches, plus frame_valid [B] (False on padding frames);
+  `valid` [B, G] is False on every slot of a padding frame.
+  """
+  def example_fn(record, rng):
+    example = _frame_example(record, rng, max_faces=max_faces, scale=scale, flip=False)
+    example["face_valid"] = example.pop("valid")  # _eval_batches adds the frame's own "valid"
+    return example
+
+  for batch in _eval_batches(source, batch_size, example_fn):
+    batch["frame_valid"] = batch.pop("valid")
+    batch["valid"] = batch.pop("face_valid") & batch["frame_valid"][:, None]
+    yield batch

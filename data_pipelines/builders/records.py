@@ -6,6 +6,9 @@
 - clips: the annotated frames of one video, flattened: all faces of all
   groups, each with the index of its group; all groups, each with the index of
   its frame; per-frame labels and the video label.
+- frames: one whole frame (JPEG) with every face's box and 5 landmarks, for
+  training and scoring a face detector. Boxes are as annotated (a face partly
+  outside the frame keeps its unclipped box).
 
 Face order (what NVPF's S sees): within a group, faces are sorted by size,
 largest first, ties by the left edge of the box; so a loader that keeps the
@@ -76,8 +79,19 @@ def clips_features() -> tfds.features.FeaturesDict:
   })
 
 
+def frames_features() -> tfds.features.FeaturesDict:
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+      "boxes": _tensor((None, 4), np.float32),
+      "landmarks": _tensor((None, 5, 2), np.float32),
+      "face_px": _tensor((None,), np.int32),
+      "source": tfds.features.Text(),
+  })
+
+
 # The schema of each record kind, for builders that write more than one.
-FEATURES = {"faces": faces_features, "groups": groups_features, "clips": clips_features}
+FEATURES = {"faces": faces_features, "groups": groups_features, "clips": clips_features,
+            "frames": frames_features}
 
 
 def face_px(box) -> int:
@@ -120,6 +134,16 @@ def face_list(image: np.ndarray, faces: list) -> dict:
       "face_px": sizes[order],
       "face_emotions": np.array([_emotion_id(faces[i].emotion) for i in order], np.int32),
   }
+
+
+def frame_example(image: np.ndarray, frame: annotations.Frame, source: str) -> dict:
+  """The frames record of one annotated frame: the image (JPEG) and its faces in face order."""
+  boxes = np.array([f.box for f in frame.faces], np.float32).reshape(-1, 4)
+  sizes = np.array([face_px(b) for b in boxes], np.int32)
+  order = face_order(sizes, boxes)
+  landmarks = np.array([f.landmarks for f in frame.faces], np.float32).reshape(-1, 5, 2)
+  return {"image": encode_jpeg(image), "boxes": boxes[order], "landmarks": landmarks[order],
+          "face_px": sizes[order], "source": source}
 
 
 def group_examples(image: np.ndarray, frame: annotations.Frame, source: str) -> list[tuple[str, dict]]:

@@ -12,6 +12,9 @@ demonstration) and full:
   mp4 + annotation JSON under DATA_DIR/downloads/synthcrowd/CONFIG/SPLIT/
   (the GECV layout) and ingested by the gecv builder's own code into clips
   records (records.clips_features). num_examples counts videos.
+- `frames*`: whole crowd frames (JPEG, quality 95) with every face's box and
+  5 landmarks (records.frames_features), to train and score the face
+  detector (RetinaFace). num_examples counts frames.
 Every example is a pure function of (config seed, split, index), so a
 dataset is reproducible from its name.
 """
@@ -48,7 +51,7 @@ class SynthcrowdConfig(tfds.core.BuilderConfig):
 def _config(kind: str, size: str, counts: tuple, **kwargs) -> SynthcrowdConfig:
   name = kind if size == "full" else f"{kind}_{size}"
   unit = {"faces": "aligned faces", "groups": "crowd frames cut into groups",
-          "clips": "crowd videos"}[kind]
+          "clips": "crowd videos", "frames": "crowd frames with face boxes"}[kind]
   return SynthcrowdConfig(
       name=name, kind=kind,
       description=f"{unit}: {counts[0]}/{counts[1]}/{counts[2]} train/validation/test",
@@ -83,6 +86,14 @@ def render_group_records(seed: int, split: str, index: int,
   return records.group_examples(image, frame, f"synthcrowd/{split}/{index:07d}")
 
 
+def render_frame_record(seed: int, split: str, index: int,
+                        crowd: crowds.CrowdDifficulty) -> list[tuple[str, dict]]:
+  """The frames example of crowd frame INDEX (the same frame the groups configs cut), keyed synthcrowd/SPLIT/INDEX."""
+  image, frame = crowds.render_crowd(np.random.default_rng([seed, _SPLIT_IDS[split], index]), crowd)
+  key = f"synthcrowd/{split}/{index:07d}"
+  return [(key, records.frame_example(image, frame, key))]
+
+
 def render_clip_record(seed: int, split: str, index: int, directory: str,
                        crowd: crowds.CrowdDifficulty, spec: videos.VideoSpec,
                        frames_per_second: float) -> list[tuple[str, dict]]:
@@ -98,15 +109,17 @@ def _render_chunk(job) -> list[tuple[str, dict]]:
   kind, seed, split, start, stop, args = job
   if kind == "faces":
     return [(i, render_aligned_face(seed, split, i, *args)) for i in range(start, stop)]
-  render = render_group_records if kind == "groups" else render_clip_record
+  render = {"groups": render_group_records, "frames": render_frame_record,
+            "clips": render_clip_record}[kind]
   return [pair for i in range(start, stop) for pair in render(seed, split, i, *args)]
 
 
 class Synthcrowd(tfds.core.GeneratorBasedBuilder):
   """SynthCrowd: procedural faces, crowd frames and crowd videos with GECV-shaped labels."""
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.0.0": "faces configs", "1.1.0": "groups and clips configs"}
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {"1.0.0": "faces configs", "1.1.0": "groups and clips configs",
+                   "1.2.0": "frames configs"}
   BUILDER_CONFIGS = [
       _config("faces", "tiny", (512, 128, 128)),
       _config("faces", "small", (12000, 1600, 1600)),
@@ -117,6 +130,9 @@ class Synthcrowd(tfds.core.GeneratorBasedBuilder):
       _config("clips", "tiny", (4, 2, 2), crowd=_TINY_CROWD, video=_TINY_VIDEO),
       _config("clips", "small", (128, 32, 32), crowd=_SMALL_CROWD, video=_SMALL_VIDEO),
       _config("clips", "full", (600, 100, 100)),
+      _config("frames", "tiny", (64, 16, 16), crowd=_TINY_CROWD),
+      _config("frames", "small", (1500, 300, 300), crowd=_SMALL_CROWD),
+      _config("frames", "full", (20000, 2000, 2000)),
   ]
   DEFAULT_CONFIG_NAME = "faces_small"
 
@@ -136,8 +152,9 @@ class Synthcrowd(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, count: int, video_dir: str):
     config = self.builder_config
     args = {"faces": (tuple(config.face_px_range),), "groups": (config.crowd,),
+            "frames": (config.crowd,),
             "clips": (video_dir, config.crowd, config.video, config.frames_per_second)}[config.kind]
-    chunk = {"faces": 256, "groups": 16, "clips": 1}[config.kind]
+    chunk = {"faces": 256, "groups": 16, "frames": 16, "clips": 1}[config.kind]
     jobs = [(config.kind, config.seed, split, start, min(start + chunk, count), args)
             for start in range(0, count, chunk)]
     # Spawned workers: forking a process that already runs JAX's threads is unsafe.
