@@ -117,8 +117,8 @@ def save_or_check_config(config, workdir: str) -> None:
 
 
 def _tasks():
-  from experiments import group, individual, video  # noqa: PLC0415 - heavy imports after flags
-  return {"individual": individual, "group": group, "video": video}
+  from experiments import detection, group, individual, video  # noqa: PLC0415 - heavy imports after flags
+  return {"individual": individual, "group": group, "video": video, "detection": detection}
 
 
 def main(argv, run_name: str) -> None:
