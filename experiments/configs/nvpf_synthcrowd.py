@@ -30,6 +30,8 @@ End to end: `:fea,e2e` gave validation mAC 69.41%, UAR 0.6929 (positive
 64.7%, negative 71.8%, neutral 71.4%) in 6.9 minutes, 2.6 s per step of 16
 groups x 8 slots (128 faces through EmoNet forward and backward) on 2 cores;
 a quarter of an epoch, so below the cached FeA's 400 steps (70.46%).
+`:fec,e2e` (class_gaussian prior) predicted one class (mAC 33.17%) after its
+100 steps: the fixed prior needs more than this budget end to end.
 
 Sizing: the paper's flow (10 units, 32 filters) trains at about 6 groups/s on
 2 cores with 16 slots x 128 features (11 s per batch of 64); 4 units of 8
