@@ -1,7 +1,10 @@
 """RetinaFace mobilenet0.25 trained on SynthCrowd frames: a working face detector with no download.
 
 Run:   python -m experiments.run --config=retinaface_synthcrowd
-Gave:  (not yet run to the end here; see the run's results.md)
+Gave:  validation (300 frames, 3,731 faces), IoU 0.5, score >= 0.5: recall 0.316,
+       precision 0.677, AP 0.376; recall by face height 0.0 (8-15 px), 0.024 (16-31),
+       0.362 (32-63), 0.846 (64+). 0.34 s/step; 5 minutes on 2 Intel Xeon cores,
+       no GPU, rendering the data included.
 
 The dataset synthcrowd/frames_small (1,500 train / 300 validation frames of
 640x360, 2 to 40 faces of 8 to 120 px) is rendered on first use into
