@@ -4,18 +4,20 @@ Renders a SynthCrowd clip (default 1280x720, about 50 faces per frame, 4 s
 at 10 fps) unless --video is given, runs emoflow.pipeline over every frame
 once to compile, then again timed, and prints a table: per stage (decode,
 detect, align, EmoNet, group = k-means, NVPF = group fusion, TNVPF) the
-seconds, frames/s and faces/s, and the total. Faces come from the clip's
-annotation JSON (detection then costs only the padding) or from YuNet
-(--yunet-model); the RetinaFace detector is not wired into the pipeline yet.
+seconds, frames/s and faces/s, and the total. Faces come from the detector
+`emoflow predict` would pick with the same flags (emoflow.cli.make_detector):
+by default the clip's annotation JSON (detection then costs only the
+padding), or --detector retinaface (the model directory's trained RetinaFace,
+or --retinaface-weights), or --detector yunet --yunet-model F.onnx.
 Models: --model DIR (experiments.export_model), else untrained models of the
 CPU configs' sizes (speed does not depend on the weights).
 
-  python benchmarks/pipeline_throughput.py [--model DIR] [--video V.mp4] [--yunet-model F.onnx]
+  python benchmarks/pipeline_throughput.py [--model DIR] [--video V.mp4]
+      [--detector annotations|retinaface|yunet] [--retinaface-weights PTH] [--yunet-model ONNX]
       [--batch-frames 8] [--faces 45-55] [--size 1280x720] [--seconds 4]
 """
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -25,11 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.synthcrowd import crowds, videos
-from emoflow import bundle, pipeline
+from emoflow import bundle, cli, pipeline
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
-from emoflow.vision import detect
 from emoflow.vision import video as video_io
 from experiments.configs import nvpf_synthcrowd, tnvpf_synthcrowd
 
@@ -61,20 +62,16 @@ def render_clip(directory: str, size: tuple[int, int], faces: tuple[int, int],
   return os.path.join(directory, "clip.mp4")
 
 
-def make_detector(args, video_path: str):
-  if args.yunet_model:
-    return "yunet", detect.make("yunet", model_path=args.yunet_model, max_faces=256)
-  with open(os.path.splitext(video_path)[0] + ".json") as f:
-    frames = json.load(f)["frames"]
-  return "annotations", detect.make("annotations", max_faces=256,
-                                    faces={fr["index"]: fr["faces"] for fr in frames})
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model")
   parser.add_argument("--video")
+  parser.add_argument("--detector", default="annotations",
+                      choices=("annotations", "retinaface", "yunet"))
+  parser.add_argument("--annotations")
+  parser.add_argument("--retinaface-weights")
   parser.add_argument("--yunet-model")
+  parser.add_argument("--max-faces", type=int, default=256)
   parser.add_argument("--batch-frames", type=int, default=8)
   parser.add_argument("--faces", default="45-55", help="people per rendered frame, LOW-HIGH")
   parser.add_argument("--size", default="1280x720", help="rendered frame size, WxH")
@@ -84,9 +81,9 @@ def main() -> None:
     path = args.video or render_clip(tmp, tuple(map(int, args.size.split("x"))),
                                      tuple(map(int, args.faces.split("-"))), args.seconds)
     info = video_io.probe(path)
-    detector_name, detector = make_detector(args, path)
     model = bundle.load(args.model) if args.model else untrained_bundle()
-    runner = pipeline.Pipeline(model, detector)
+    runner = pipeline.Pipeline(model, cli.make_detector(argparse.Namespace(**{**vars(args),
+                                                                             "video": path}), model))
     runner.run(path, sampling_fps=info.fps, batch_frames=args.batch_frames, progress=False)
     runner.timings.clear()  # the first run compiled every shape; time the second
     start = time.perf_counter()
@@ -97,7 +94,7 @@ def main() -> None:
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; "
         f"{info.width}x{info.height}, {frames} frames, {faces / max(frames, 1):.1f} faces/frame, "
-        f"detector {detector_name}, batch {args.batch_frames} frames, "
+        f"detector {args.detector}, batch {args.batch_frames} frames, "
         f"{'model ' + args.model if args.model else 'untrained CPU-config models'}\n")
   print("| stage | seconds | frames/s | faces/s |")
   print("|---|---|---|---|")

@@ -4,8 +4,10 @@
                           "group": the group run's config.model (fusion, max_faces, ...),
                           "video": the video run's config.model, or null,
                           "sampling_fps": frames per second the video model was trained on,
+                          "detector": {trunk, dtype, input_scale, score_threshold,
+                                       nms_threshold} of a trained RetinaFace, if any,
                           "sources": {stage: {"workdir", "step"}}}
-    DIR/weights.msgpack  {"emonet": Flax variables, "group": ..., "video": ...}
+    DIR/weights.msgpack  {"emonet": Flax variables, "group": ..., "video": ..., "detector": ...}
 
 Weights are Flax's msgpack serialisation of plain nested dicts of arrays, so
 loading needs no model structure and no training code. `save` writes a new
@@ -84,4 +86,6 @@ def load(directory: str) -> Bundle:
   for stage in ("emonet", "group"):
     if stage not in config or stage not in variables:
       raise ValueError(f"{directory}: the model lacks its {stage!r} stage")
+  if config.get("detector") is not None and "detector" not in variables:
+    raise ValueError(f"{directory}: model.json names a detector but weights.msgpack lacks it")
   return Bundle(config, variables)

@@ -17,10 +17,12 @@ Each file is written under a temporary name and renamed when complete.
 Detectors: `annotations` reads boxes and landmarks from an annotation JSON
 (--annotations, default VIDEO's name with .json, as SynthCrowd and GECV lay
 them out); `yunet` runs OpenCV's YuNet from its ONNX file (--yunet-model);
-`retinaface` runs the paper's detector from a public PyTorch checkpoint
-(--retinaface-weights, see emoflow/vision/retinaface_convert.py); `auto`
-picks annotations when that JSON exists. A user mistake ends with one
-line on stderr and exit code 2.
+`retinaface` runs the paper's detector: the one in the model directory
+(trained on SynthCrowd by the project, `export_model --detector=RUN`) or a
+public PyTorch checkpoint (--retinaface-weights, see
+emoflow/vision/retinaface_convert.py). `auto` takes --annotations when
+given, else the model directory's detector, else the annotation JSON beside
+the video. A user mistake ends with one line on stderr and exit code 2.
 """
 
 import argparse
@@ -55,16 +57,31 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def make_detector(args):
-  """The detector the flags name; one-line errors for missing files."""
+def _bundled_retinaface(model, max_faces: int):
+  """The RetinaFace stored in the model directory, at its run's input scale and thresholds."""
+  import jax.numpy as jnp  # noqa: PLC0415
+  from emoflow.vision import detect, retinaface  # noqa: PLC0415
+  block = model.config["detector"]
+  network = retinaface.RetinaFace(trunk=block["trunk"], dtype=jnp.dtype(block["dtype"]))
+  return detect.make("retinaface", model=network, variables=model.variables["detector"],
+                     score_threshold=block["score_threshold"],
+                     nms_threshold=block["nms_threshold"], input_scale=block["input_scale"],
+                     max_faces=max_faces)
+
+
+def make_detector(args, model):
+  """The detector the flags name (module docstring) for the bundle `model`; one-line errors."""
   from emoflow.vision import detect  # noqa: PLC0415 - after --device is applied
   annotations = args.annotations or os.path.splitext(args.video)[0] + ".json"
+  bundled = model.config.get("detector") is not None
   name = args.detector
   if name == "auto":
+    if not args.annotations and bundled:
+      return _bundled_retinaface(model, args.max_faces)
     if not os.path.isfile(annotations):
-      raise ValueError(f"no detector: {annotations} does not exist; give --detector retinaface "
-                       "--retinaface-weights FILE.pth, --detector yunet --yunet-model FILE.onnx, "
-                       "or --annotations FILE.json")
+      raise ValueError(f"no detector: {annotations} does not exist and {args.model} holds none; "
+                       "give --detector retinaface --retinaface-weights FILE.pth, --detector "
+                       "yunet --yunet-model FILE.onnx, or --annotations FILE.json")
     name = "annotations"
   if name == "yunet":
     if not args.yunet_model:
@@ -72,7 +89,10 @@ def make_detector(args):
     return detect.make("yunet", model_path=args.yunet_model, max_faces=args.max_faces)
   if name == "retinaface":
     if not args.retinaface_weights:
-      raise ValueError("--detector retinaface needs --retinaface-weights FILE.pth")
+      if bundled:
+        return _bundled_retinaface(model, args.max_faces)
+      raise ValueError(f"--detector retinaface needs --retinaface-weights FILE.pth ({args.model} "
+                       "holds no detector; see experiments.export_model --detector)")
     if not os.path.isfile(args.retinaface_weights):
       raise FileNotFoundError(f"{args.retinaface_weights} does not exist")
     return detect.make("retinaface", weights=args.retinaface_weights, max_faces=args.max_faces)
@@ -123,7 +143,7 @@ def predict(args) -> None:
   if not os.path.isfile(args.video):
     raise FileNotFoundError(f"{args.video} does not exist")
   model = bundle.load(args.model)
-  runner = pipeline.Pipeline(model, make_detector(args))
+  runner = pipeline.Pipeline(model, make_detector(args, model))
   doc = runner.run(args.video, sampling_fps=args.fps, batch_frames=args.batch_frames,
                    progress=not args.quiet)
   out = args.out or os.path.splitext(args.video)[0] + "_emoflow"

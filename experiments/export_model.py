@@ -1,10 +1,13 @@
 """Gather trained runs into one model directory for `emoflow predict`.
 
-  python -m experiments.export_model --emonet=RUN --group=RUN [--video=RUN] --out=DIR
+  python -m experiments.export_model --emonet=RUN --group=RUN [--video=RUN] [--detector=RUN]
+                                    --out=DIR
 
 Takes each run's best checkpoint (else its latest): the EmoNet of an
 individual run, the fusion of a group run (trained on cached features) and,
-optionally, the temporal model of a video run, and writes DIR/model.json +
+optionally, the temporal model of a video run and the RetinaFace of a
+detection run (with its input scale and thresholds, so `emoflow predict`
+finds faces with no download), and writes DIR/model.json +
 DIR/weights.msgpack (emoflow.bundle). The group and video runs must read the
 same EmoNet's features (their features.emonet_workdir is checked against
 --emonet). A user mistake ends with one line on stderr and exit code 2.
@@ -21,7 +24,8 @@ from emoflow import bundle
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
 from emoflow.train import parallel
-from experiments import cache_features, command, group, individual, sources, video
+from emoflow.train.state import TrainState
+from experiments import cache_features, command, detection, group, individual, sources, video
 
 FLAGS = flags.FLAGS
 
@@ -30,6 +34,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("emonet", None, "workdir of the individual (EmoNet) run")
   flags.DEFINE_string("group", None, "workdir of the group run (fusion on cached features)")
   flags.DEFINE_string("video", None, "workdir of the video run (optional)")
+  flags.DEFINE_string("detector", None, "workdir of the detection (RetinaFace) run (optional)")
   flags.DEFINE_string("out", None, "the model directory to write")
   flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
 
@@ -62,7 +67,21 @@ def _sampling_fps(config) -> float | None:
   return clip_fps / config.clip.frame_stride if clip_fps else None
 
 
-def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, out: str) -> dict:
+def _detector(workdir: str, mesh) -> tuple[dict, TrainState, int]:
+  """(model.json block, state, step) of a detection run: how emoflow.pipeline rebuilds it."""
+  config = _run_config(workdir, "detection")
+  model = detection.make_model(config)
+  state, step = individual.restore_best(config, workdir, mesh,
+                                        lambda: detection.initial_state(config, model))
+  block = {"trunk": config.model.trunk, "dtype": config.model.dtype,
+           "input_scale": config.data.input_scale,
+           "score_threshold": config.eval.score_threshold,
+           "nms_threshold": config.eval.nms_threshold}
+  return block, state, step
+
+
+def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, out: str,
+           detector_workdir: str | None = None) -> dict:
   """Writes the model directory `out`; returns its model.json contents."""
   mesh = parallel.make_data_mesh()
   emonet_config = cache_features.run_config(emonet_workdir)
@@ -89,6 +108,9 @@ def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, o
     stages["video"] = (state, video_workdir, step)
     config["video"] = video_config.model.to_dict()
     config["sampling_fps"] = _sampling_fps(video_config)
+  if detector_workdir:
+    config["detector"], state, step = _detector(detector_workdir, mesh)
+    stages["detector"] = (state, detector_workdir, step)
   variables = {name: jax.device_get(state.variables) for name, (state, _, _) in stages.items()}
   config["sources"] = {name: {"workdir": os.path.abspath(workdir), "step": step}
                        for name, (_, workdir, step) in stages.items()}
@@ -100,7 +122,7 @@ def main() -> None:
   for name in ("emonet", "group", "out"):
     if not FLAGS[name].value:
       raise ValueError(f"--{name} is required")
-  config = export(FLAGS.emonet, FLAGS.group, FLAGS.video, FLAGS.out)
+  config = export(FLAGS.emonet, FLAGS.group, FLAGS.video, FLAGS.out, FLAGS.detector)
   steps = ", ".join(f"{name} step {source['step']}" for name, source in config["sources"].items())
   print(f"wrote {FLAGS.out} ({steps})")
 

@@ -19,6 +19,7 @@ from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
+from emoflow.vision import retinaface
 from emoflow.vision import video as video_io
 
 M, N, G = 16, 4, 3
@@ -29,7 +30,7 @@ VIDEO_MODEL = {"cell": "tnvpf", "num_classes": 3, "max_groups": G, "max_faces": 
                "group_pooling": "mean", "prior": "learned_gaussian", "nll_weight": 0.0}
 
 
-def _save_bundle(directory, with_video: bool = True) -> None:
+def _save_bundle(directory, with_video: bool = True, with_detector: bool = False) -> None:
   """Untrained models of every stage, saved as export_model does."""
   emonet = EmoNet(num_classes=8, embed_dim=M).init(jax.random.key(0), jnp.zeros((1, 112, 112, 3)))
   fusion = group_task.make_fusion(ml_collections.ConfigDict(GROUP_MODEL))
@@ -43,6 +44,11 @@ def _save_bundle(directory, with_video: bool = True) -> None:
                                        jnp.ones((1, 1, G, N), bool), jnp.ones((1, 1, G), bool),
                                        jnp.ones((1, 1), bool))
     config["video"] = VIDEO_MODEL
+  if with_detector:  # score threshold 0: an untrained network still fills every face slot
+    variables["detector"] = retinaface.RetinaFace().init(jax.random.key(3),
+                                                         jnp.zeros((1, 64, 64, 3)))
+    config["detector"] = {"trunk": "mobilenet0.25", "dtype": "float32", "input_scale": 0.5,
+                          "score_threshold": 0.0, "nms_threshold": 0.4}
   bundle.save(str(directory), config, jax.device_get(variables))
 
 
@@ -128,6 +134,19 @@ def test_predict_on_a_synthcrowd_video(tmp_path, model_dir, clip):
   assert os.path.getsize(tmp_path / "out" / "timeline.png") > 0
 
 
+def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
+  path, annotation = clip
+  _save_bundle(tmp_path / "m", with_detector=True)
+  assert bundle.load(str(tmp_path / "m")).config["detector"]["trunk"] == "mobilenet0.25"
+  result = _predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
+                    "--no-video", "--max-faces", 5)
+  assert result.returncode == 0, result.stderr[-3000:]
+  doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
+  _check_schema(doc)
+  # Not the annotation beside the video (8-16 faces a frame): the detector's 5 slots, all filled.
+  assert [len(f["faces"]) for f in doc["frames"]] == [5] * len(doc["frames"])
+
+
 def test_a_video_without_faces_gives_empty_lists_and_unknown(tmp_path, model_dir):
   path = str(tmp_path / "empty.mp4")
   with video_io.write_video(path, 5.0, (64, 48)) as write:
@@ -154,11 +173,12 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
       (path, "--model", model_dir, "--detector", "yunet"):
           "error: --detector yunet needs --yunet-model FILE.onnx",
       (path, "--model", model_dir, "--annotations", str(tmp_path / "none.json"), "--detector",
-       "auto"): f"error: no detector: {tmp_path}/none.json does not exist; give --detector "
-                "retinaface --retinaface-weights FILE.pth, --detector yunet --yunet-model "
-                "FILE.onnx, or --annotations FILE.json",
+       "auto"): f"error: no detector: {tmp_path}/none.json does not exist and {model_dir} holds "
+                "none; give --detector retinaface --retinaface-weights FILE.pth, --detector "
+                "yunet --yunet-model FILE.onnx, or --annotations FILE.json",
       (path, "--model", model_dir, "--detector", "retinaface"):
-          "error: --detector retinaface needs --retinaface-weights FILE.pth",
+          f"error: --detector retinaface needs --retinaface-weights FILE.pth ({model_dir} holds "
+          "no detector; see experiments.export_model --detector)",
       (path, "--model", model_dir, "--detector", "retinaface", "--retinaface-weights",
        str(tmp_path / "none.pth")): f"error: {tmp_path}/none.pth does not exist",
   }

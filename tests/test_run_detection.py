@@ -1,11 +1,16 @@
 """The detection level: greedy IoU-0.5 matching and AP by hand, and a tiny RetinaFace run through the runner."""
 
+import argparse
 import os
 
+import jax
 import numpy as np
 from assets.runner import run_experiment
 
-from experiments import detection
+from emoflow import bundle, cli
+from emoflow.train import parallel
+from emoflow.vision import detect
+from experiments import detection, export_model
 
 
 def test_greedy_matching_goes_by_score_and_matches_each_face_once():
@@ -47,3 +52,27 @@ def test_tiny_run_reports_recall_and_precision_and_eval_reproduces_it(tmp_path):
   trained, evaluated = ((tmp_path / "run" / name).read_text().splitlines()[2:]
                         for name in ("results.md", "results_validation.md"))
   assert trained == evaluated
+  _check_bundled_detector(str(tmp_path / "run"), str(tmp_path / "model"))
+
+
+def _check_bundled_detector(workdir: str, model_dir: str) -> None:
+  """export_model's detector stage, read back by `emoflow predict`, detects as the run evaluated."""
+  block, state, step = export_model._detector(workdir, parallel.make_data_mesh())
+  assert step == 4 and block == {"trunk": "mobilenet0.25", "dtype": "float32",
+                                 "input_scale": 0.25, "score_threshold": 0.5,
+                                 "nms_threshold": 0.4}
+  variables = jax.device_get(state.variables)
+  # Threshold 0 so every slot fills: a 4-step network scores few faces above the run's 0.5.
+  block = {**block, "score_threshold": 0.0}
+  bundle.save(model_dir, {"emonet": {}, "group": {}, "detector": block},
+              {"emonet": {}, "group": {}, "detector": variables})
+  args = argparse.Namespace(video="v.mp4", annotations=None, detector="auto", max_faces=16,
+                            model=model_dir)
+  from_bundle = cli.make_detector(args, bundle.load(model_dir))
+  reference = detect.RetinaFaceDetector(detection.make_model(export_model._run_config(
+      workdir, "detection")), variables, score_threshold=0.0, max_faces=16, input_scale=0.25)
+  frames = np.random.default_rng(0).integers(0, 256, (2, 96, 160, 3), np.uint8)
+  got, want = jax.device_get(from_bundle(frames)), jax.device_get(reference(frames))
+  assert got.valid.all()
+  np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
+  np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
