@@ -98,11 +98,20 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return flat
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 def save_or_check_config(config, workdir: str) -> None:
-  """Writes WORKDIR/config.json, or refuses to resume a workdir made by another config."""
+  """Writes WORKDIR/config.json, or refuses to resume a workdir made by another config.
+
+  A workdir without a checkpoint holds no run to resume (e.g. one that stopped
+  at a missing dataset), so its config.json is simply replaced.
+  """
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
-  if os.path.exists(path):
+  if os.path.exists(path) and _has_checkpoint(workdir):
     with open(path) as f:
       saved = _flatten(json.load(f))
     now = _flatten(current)

@@ -52,6 +52,8 @@ def _tiny(tmp_path, workdir, *extra):
 
 
 def test_tiny_training_run_writes_its_workdir(tmp_path):
+  (tmp_path / "run").mkdir()  # a run that stopped before its first checkpoint: nothing to resume
+  (tmp_path / "run" / "config.json").write_text('{"seed": 99}')
   result = run_experiment(*_tiny(tmp_path, tmp_path / "run"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| mAC | UAR | F1 |" in result.stdout
