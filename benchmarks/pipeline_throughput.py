@@ -70,6 +70,7 @@ def main() -> None:
                       choices=("annotations", "retinaface", "yunet"))
   parser.add_argument("--annotations")
   parser.add_argument("--retinaface-weights")
+  parser.add_argument("--detector-scale", type=float)
   parser.add_argument("--yunet-model")
   parser.add_argument("--max-faces", type=int, default=256)
   parser.add_argument("--batch-frames", type=int, default=8)

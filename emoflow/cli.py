@@ -2,6 +2,7 @@
 
   emoflow predict VIDEO --model DIR [--out DIR] [--detector auto|annotations|yunet|retinaface]
                   [--annotations JSON] [--yunet-model ONNX] [--retinaface-weights PTH]
+                  [--detector-scale S]
                   [--fps F] [--batch-frames N]
                   [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet]
 
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument("--annotations", help="annotation JSON for --detector annotations")
   predict.add_argument("--yunet-model", help="YuNet ONNX file for --detector yunet")
   predict.add_argument("--retinaface-weights", help="RetinaFace .pth for --detector retinaface")
+  predict.add_argument("--detector-scale", type=float, help="RetinaFace sees the frames resized "
+                       "by this (default: the scale it was trained at, else 1): above 1 for "
+                       "small faces, below 1 for speed")
   predict.add_argument("--fps", type=float, help="frames per second to analyse (default: the "
                        "rate the model's video stage was trained on, else every frame)")
   predict.add_argument("--batch-frames", type=int, default=8, help="frames per batch")
@@ -57,16 +61,17 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _bundled_retinaface(model, max_faces: int):
-  """The RetinaFace stored in the model directory, at its run's input scale and thresholds."""
+def _bundled_retinaface(model, max_faces: int, input_scale: float | None):
+  """The RetinaFace stored in the model directory, at its run's thresholds and input scale
+  (unless `input_scale` is given)."""
   import jax.numpy as jnp  # noqa: PLC0415
   from emoflow.vision import detect, retinaface  # noqa: PLC0415
   block = model.config["detector"]
   network = retinaface.RetinaFace(trunk=block["trunk"], dtype=jnp.dtype(block["dtype"]))
   return detect.make("retinaface", model=network, variables=model.variables["detector"],
                      score_threshold=block["score_threshold"],
-                     nms_threshold=block["nms_threshold"], input_scale=block["input_scale"],
-                     max_faces=max_faces)
+                     nms_threshold=block["nms_threshold"],
+                     input_scale=input_scale or block["input_scale"], max_faces=max_faces)
 
 
 def make_detector(args, model):
@@ -77,7 +82,7 @@ def make_detector(args, model):
   name = args.detector
   if name == "auto":
     if not args.annotations and bundled:
-      return _bundled_retinaface(model, args.max_faces)
+      return _bundled_retinaface(model, args.max_faces, args.detector_scale)
     if not os.path.isfile(annotations):
       raise ValueError(f"no detector: {annotations} does not exist and {args.model} holds none; "
                        "give --detector retinaface --retinaface-weights FILE.pth, --detector "
@@ -90,12 +95,13 @@ def make_detector(args, model):
   if name == "retinaface":
     if not args.retinaface_weights:
       if bundled:
-        return _bundled_retinaface(model, args.max_faces)
+        return _bundled_retinaface(model, args.max_faces, args.detector_scale)
       raise ValueError(f"--detector retinaface needs --retinaface-weights FILE.pth ({args.model} "
                        "holds no detector; see experiments.export_model --detector)")
     if not os.path.isfile(args.retinaface_weights):
       raise FileNotFoundError(f"{args.retinaface_weights} does not exist")
-    return detect.make("retinaface", weights=args.retinaface_weights, max_faces=args.max_faces)
+    return detect.make("retinaface", weights=args.retinaface_weights, max_faces=args.max_faces,
+                       input_scale=args.detector_scale or 1.0)
   try:
     with open(annotations) as f:
       frames = json.load(f)["frames"]
@@ -140,6 +146,8 @@ def predict(args) -> None:
   from emoflow.vision import timeline  # noqa: PLC0415
   if args.batch_frames < 1 or args.max_faces < 1:
     raise ValueError("--batch-frames and --max-faces must be at least 1")
+  if args.detector_scale is not None and args.detector_scale <= 0:
+    raise ValueError(f"--detector-scale must be positive, got {args.detector_scale}")
   if not os.path.isfile(args.video):
     raise FileNotFoundError(f"{args.video} does not exist")
   model = bundle.load(args.model)

@@ -139,7 +139,7 @@ def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
   _save_bundle(tmp_path / "m", with_detector=True)
   assert bundle.load(str(tmp_path / "m")).config["detector"]["trunk"] == "mobilenet0.25"
   result = _predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
-                    "--no-video", "--max-faces", 5)
+                    "--no-video", "--max-faces", 5, "--detector-scale", 0.25)
   assert result.returncode == 0, result.stderr[-3000:]
   doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
   _check_schema(doc)
@@ -170,6 +170,8 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
       (path, "--model", str(tmp_path)):
           f"error: {tmp_path} is not an emoflow model directory (no model.json, weights.msgpack); "
           "make one with `python -m experiments.export_model`",
+      (path, "--model", model_dir, "--detector-scale", "0"):
+          "error: --detector-scale must be positive, got 0.0",
       (path, "--model", model_dir, "--detector", "yunet"):
           "error: --detector yunet needs --yunet-model FILE.onnx",
       (path, "--model", model_dir, "--annotations", str(tmp_path / "none.json"), "--detector",

@@ -67,7 +67,7 @@ def _check_bundled_detector(workdir: str, model_dir: str) -> None:
   bundle.save(model_dir, {"emonet": {}, "group": {}, "detector": block},
               {"emonet": {}, "group": {}, "detector": variables})
   args = argparse.Namespace(video="v.mp4", annotations=None, detector="auto", max_faces=16,
-                            model=model_dir)
+                            model=model_dir, detector_scale=None)
   from_bundle = cli.make_detector(args, bundle.load(model_dir))
   reference = detect.RetinaFaceDetector(detection.make_model(export_model._run_config(
       workdir, "detection")), variables, score_threshold=0.0, max_faces=16, input_scale=0.25)
