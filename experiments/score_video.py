@@ -5,9 +5,11 @@
 What an analyst with ground truth (a SynthCrowd video, a GECV clip) asks of
 a run, over the analysed frames (each is compared with the annotated frame
 of the same index; frames without annotation are skipped and counted):
-- detection: recall / precision at IoU >= 0.5 against the annotated boxes
-  clipped to the frame, greedy by detection score with each face matched once
-  (experiments.detection.score, the detector benchmark's rule), and AP;
+- detection: recall / precision at IoU >= 0.5, greedy by detection score
+  with each face matched once (experiments.detection.score, the detector
+  benchmark's rule), and AP; boxes are clipped to the frame on both sides and
+  a box with less than 1 px inside it counts on neither (the detector
+  training's rule: a face that has left the frame is no face);
 - faces: emotion accuracy over the matched faces that carry an emotion;
 - frames: accuracy of the frame labels (frames predicted "unknown" count as
   wrong); video: the label by the last frame and by the mean of the frames;
@@ -36,8 +38,11 @@ def _define_flags() -> None:
   flags.DEFINE_string("annotations", None, "the video's annotation JSON (data_pipelines.annotations)")
 
 
-def _clip(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-  return np.clip(boxes, 0, [width, height, width, height])
+def _inside(boxes: np.ndarray, truth: annotations.Video) -> tuple[np.ndarray, np.ndarray]:
+  """(boxes clipped to the frame, the indices of those keeping at least 1 x 1 px)."""
+  clipped = np.clip(boxes, 0, [truth.width, truth.height, truth.width, truth.height])
+  keep = np.flatnonzero(np.all(clipped[:, 2:] - clipped[:, :2] >= 1, axis=1))
+  return clipped[keep], keep
 
 
 def _boxes(boxes: list) -> np.ndarray:
@@ -55,14 +60,14 @@ def score(predicted: dict, truth: annotations.Video) -> dict:
     if gt is None:
       skipped += 1
       continue
-    boxes = _boxes([f["box"] for f in frame["faces"]])
-    scores = np.asarray([f["detection_score"] for f in frame["faces"]], np.float64)
-    gt_boxes = _clip(_boxes([f.box for f in gt.faces]), truth.width, truth.height)
+    boxes, shown = _inside(_boxes([f["box"] for f in frame["faces"]]), truth)
+    scores = np.asarray([f["detection_score"] for f in frame["faces"]], np.float64)[shown]
+    gt_boxes, seen = _inside(_boxes([f.box for f in gt.faces]), truth)
     det_frames.append((boxes, scores, gt_boxes))
     for d, g in enumerate(detection.match_frame(boxes, scores, gt_boxes)):
       if g < 0:
         continue
-      face, gt_face = frame["faces"][d], gt.faces[g]
+      face, gt_face = frame["faces"][shown[d]], gt.faces[seen[g]]
       if gt_face.emotion is not None:
         emotion_hits.append(face["emotion"] == gt_face.emotion)
       if gt_face.track is not None and face.get("track") is not None:

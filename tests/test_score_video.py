@@ -17,10 +17,10 @@ LANDMARKS = [[0, 0]] * 5
 
 def _truth() -> Video:
   a0, b, c = ([0, 0, 10, 10], "happy", 0), ([50, 50, 60, 60], "sad", 1), ([95, 95, 110, 110], None, 2)
-  a1 = ([1, 0, 11, 10], "happy", 0)
+  a1, gone = ([1, 0, 11, 10], "happy", 0), ([120, 10, 130, 20], "sad", 3)  # gone: out of frame
   faces = lambda *rows: [Face(box, LANDMARKS, emotion, track) for box, emotion, track in rows]
   return Video("v.mp4", 5.0, 10, 100, 100, "negative",
-               [Frame(0, "positive", faces(a0, b, c)), Frame(1, "negative", faces(a1, b))])
+               [Frame(0, "positive", faces(a0, b, c)), Frame(1, "negative", faces(a1, gone, b))])
 
 
 def _face(box, emotion, score, track) -> dict:
@@ -34,9 +34,10 @@ def _predictions() -> dict:
           _face([95, 95, 100, 100], "neutral", 0.7, 2)]},  # matches c only once c is clipped
       {"index": 1, "label": "positive", "faces": [
           _face([1, 0, 11, 10], "happy", 0.9, 0), _face([50, 50, 60, 60], "sad", 0.6, 5),
-          _face([30, 30, 40, 40], "sad", 0.5, 9)]},  # b changes id; a false detection
+          _face([30, 30, 40, 40], "sad", 0.5, 9),  # b changes id; a false detection
+          _face([120, 10, 130, 20], "sad", 0.99, 3)]},  # out of the frame: counts on neither side
       {"index": 7, "label": "unknown", "faces": []}]  # no annotation: skipped
-  return {"label": "positive", "frames": frames, "tracks": [{"track": k} for k in (0, 1, 2, 5, 9)],
+  return {"label": "positive", "frames": frames, "tracks": [{"track": k} for k in (0, 1, 2, 3, 5, 9)],
           "scores_mean_of_frames": {"positive": 0.2, "negative": 0.5, "neutral": 0.3}}
 
 
@@ -49,7 +50,7 @@ def test_scores_match_the_hand_count():
   assert s["labelled_frames"] == 2 and s["frame_accuracy"] == 0.5
   assert (s["video_label"], s["video_last"], s["video_mean"]) == ("negative", "positive",
                                                                    "negative")
-  assert s["annotated_tracks"] == 3 and s["predicted_tracks"] == 5
+  assert s["annotated_tracks"] == 3 and s["predicted_tracks"] == 6
   assert s["ids_per_track"] == pytest.approx(4 / 3)  # track 1 seen as ids 1 and 5
   assert s["id_kept"] == 0.5  # track 0 kept its id, track 1 did not
 
