@@ -75,11 +75,14 @@ def whole_frame_group(frame: annotations.Frame, label: str) -> annotations.Frame
   return dataclasses.replace(frame, label=label, groups=groups)
 
 
+KINDS = ("faces", "groups", "clips")  # the records.FEATURES kinds made from annotated videos
+
+
 def examples(video: annotations.Video, video_path: str, kind: str, source: str,
              frames_per_second: float | None = 2.0, min_face_px: int = 1):
   """Yields (key, record) of `kind` (faces | groups | clips) for one video; keys start with `source`."""
-  if kind not in records.FEATURES:
-    raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(records.FEATURES)}")
+  if kind not in KINDS:
+    raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(KINDS)}")
   frames = {frame.index: frame for frame in sample_frames(video, frames_per_second)}
   if not frames:
     return
