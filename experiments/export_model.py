@@ -67,6 +67,22 @@ def _sampling_fps(config) -> float | None:
   return clip_fps / config.clip.frame_stride if clip_fps else None
 
 
+# A fusion level's task (make_fusion) and experiment (initial_state) modules.
+_FUSION_LEVELS = {"group": (group_task, group), "video": (video_task, video)}
+
+
+def _fusion_stage(workdir: str, task: str, emonet_workdir: str, embed_dim: int,
+                  mesh) -> tuple[ml_collections.ConfigDict, TrainState, int]:
+  """(run config, state, step) of a group or video run trained on emonet_workdir's features."""
+  config = _run_config(workdir, task)
+  _check_features(config, workdir, emonet_workdir)
+  task_module, experiment = _FUSION_LEVELS[task]
+  fusion = task_module.make_fusion(config.model)
+  state, step = individual.restore_best(
+      config, workdir, mesh, lambda: experiment.initial_state(config, fusion, embed_dim))
+  return config, state, step
+
+
 def _detector(workdir: str, mesh) -> tuple[dict, TrainState, int]:
   """(model.json block, state, step) of a detection run: how emoflow.pipeline rebuilds it."""
   config = _run_config(workdir, "detection")
@@ -89,22 +105,14 @@ def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, o
   embed_dim = emonet_config.model.embed_dim
   stages = {"emonet": (emonet_state, emonet_workdir, emonet_step)}
 
-  group_config = _run_config(group_workdir, "group")
-  _check_features(group_config, group_workdir, emonet_workdir)
-  fusion = group_task.make_fusion(group_config.model)
-  state, step = individual.restore_best(
-      group_config, group_workdir, mesh,
-      lambda: group.initial_state(group_config, fusion, embed_dim))
+  group_config, state, step = _fusion_stage(group_workdir, "group", emonet_workdir, embed_dim,
+                                            mesh)
   stages["group"] = (state, group_workdir, step)
   config = {"emonet": {"num_classes": emonet_config.model.num_classes, "embed_dim": embed_dim},
             "group": group_config.model.to_dict(), "video": None, "sampling_fps": None}
   if video_workdir:
-    video_config = _run_config(video_workdir, "video")
-    _check_features(video_config, video_workdir, emonet_workdir)
-    temporal = video_task.make_fusion(video_config.model)
-    state, step = individual.restore_best(
-        video_config, video_workdir, mesh,
-        lambda: video.initial_state(video_config, temporal, embed_dim))
+    video_config, state, step = _fusion_stage(video_workdir, "video", emonet_workdir, embed_dim,
+                                              mesh)
     stages["video"] = (state, video_workdir, step)
     config["video"] = video_config.model.to_dict()
     config["sampling_fps"] = _sampling_fps(video_config)
