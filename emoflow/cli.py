@@ -166,8 +166,13 @@ def predict(args) -> None:
         f"{faces} faces, {len(doc['tracks'])} tracks -> {out}")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  """The command line (default sys.argv[1:]) as argparse's namespace."""
+  return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
-  args = _parser().parse_args(argv)
+  args = parse_args(argv)
   try:
     predict(args)
   except USAGE_ERRORS as e:

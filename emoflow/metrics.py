@@ -51,3 +51,15 @@ def classification_report(labels, predictions, num_classes: int) -> dict:
       "per_class_accuracy": per_class,
       "confusion_matrix": cm,
   }
+
+
+def expected_calibration_error(probs, labels, num_bins: int = 15) -> float:
+  """ECE: over equal-width bins of the top probability, the example-weighted mean gap between
+  the bin's accuracy and its mean top probability (Guo et al. 2017)."""
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+  confidence, predicted = probs.max(axis=-1), probs.argmax(axis=-1)
+  bins = np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
+  correct = (predicted == labels).astype(np.float64)
+  count = np.bincount(bins, minlength=num_bins)
+  gap = np.abs(np.bincount(bins, correct, num_bins) - np.bincount(bins, confidence, num_bins))
+  return float(gap.sum() / max(count.sum(), 1))

@@ -87,7 +87,9 @@ class Pipeline:
     self.model, self.detector = model, detector
     emonet_config = model.config["emonet"]
     self.emonet = EmoNet(num_classes=emonet_config["num_classes"],
-                         embed_dim=emonet_config["embed_dim"])
+                         embed_dim=emonet_config["embed_dim"],
+                         width=emonet_config.get("width", 1.0),
+                         depth=emonet_config.get("depth", 1.0))
     self.group_fusion = group_task.make_fusion(model.model_config("group"))
     self.max_faces = model.config["group"]["max_faces"]
     video_config = model.model_config("video")

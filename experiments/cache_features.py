@@ -14,7 +14,6 @@ mistake ends with one line on stderr and exit code 2 (--debug: traceback).
 """
 
 import hashlib
-import json
 import os
 import time
 
@@ -29,6 +28,7 @@ from data_pipelines.builders import features
 from emoflow.tasks import individual as individual_task
 from emoflow.train import parallel
 from experiments import command, individual
+from experiments.workdir import load_config
 
 FLAGS = flags.FLAGS
 
@@ -45,16 +45,7 @@ def _define_flags() -> None:
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config of the EmoNet run in `workdir`; one-line errors if it holds no such run."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{workdir} holds no run (no config.json); "
-                            "train one with experiments.run")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if config.task != "individual":
-    raise ValueError(f"{workdir} is a {config.task!r} run; features come from an "
-                     "'individual' (EmoNet) run")
-  return config
+  return load_config(workdir, "individual")
 
 
 def restore(workdir: str, mesh):

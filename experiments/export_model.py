@@ -13,7 +13,6 @@ same EmoNet's features (their features.emonet_workdir is checked against
 --emonet). A user mistake ends with one line on stderr and exit code 2.
 """
 
-import json
 import os
 
 import jax
@@ -26,6 +25,7 @@ from emoflow.tasks import video as video_task
 from emoflow.train import parallel
 from emoflow.train.state import TrainState
 from experiments import cache_features, command, detection, group, individual, sources, video
+from experiments.workdir import load_config
 
 FLAGS = flags.FLAGS
 
@@ -37,17 +37,6 @@ def _define_flags() -> None:
   flags.DEFINE_string("detector", None, "workdir of the detection (RetinaFace) run (optional)")
   flags.DEFINE_string("out", None, "the model directory to write")
   flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
-
-
-def _run_config(workdir: str, task: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ValueError(f"{workdir} holds no run (no config.json)")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if config.task != task:
-    raise ValueError(f"{workdir} is a {config.task!r} run, not a {task!r} one")
-  return config
 
 
 def _check_features(config, workdir: str, emonet_workdir: str) -> None:
@@ -74,7 +63,7 @@ _FUSION_LEVELS = {"group": (group_task, group), "video": (video_task, video)}
 def _fusion_stage(workdir: str, task: str, emonet_workdir: str, embed_dim: int,
                   mesh) -> tuple[ml_collections.ConfigDict, TrainState, int]:
   """(run config, state, step) of a group or video run trained on emonet_workdir's features."""
-  config = _run_config(workdir, task)
+  config = load_config(workdir, task)
   _check_features(config, workdir, emonet_workdir)
   task_module, experiment = _FUSION_LEVELS[task]
   fusion = task_module.make_fusion(config.model)
@@ -85,7 +74,7 @@ def _fusion_stage(workdir: str, task: str, emonet_workdir: str, embed_dim: int,
 
 def _detector(workdir: str, mesh) -> tuple[dict, TrainState, int]:
   """(model.json block, state, step) of a detection run: how emoflow.pipeline rebuilds it."""
-  config = _run_config(workdir, "detection")
+  config = load_config(workdir, "detection")
   model = detection.make_model(config)
   state, step = individual.restore_best(config, workdir, mesh,
                                         lambda: detection.initial_state(config, model))
@@ -108,7 +97,9 @@ def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, o
   group_config, state, step = _fusion_stage(group_workdir, "group", emonet_workdir, embed_dim,
                                             mesh)
   stages["group"] = (state, group_workdir, step)
-  config = {"emonet": {"num_classes": emonet_config.model.num_classes, "embed_dim": embed_dim},
+  config = {"emonet": {"num_classes": emonet_config.model.num_classes, "embed_dim": embed_dim,
+                       "width": emonet_config.model.get("width", 1.0),
+                       "depth": emonet_config.model.get("depth", 1.0)},
             "group": group_config.model.to_dict(), "video": None, "sampling_fps": None}
   if video_workdir:
     video_config, state, step = _fusion_stage(video_workdir, "video", emonet_workdir, embed_dim,

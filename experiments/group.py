@@ -122,15 +122,14 @@ def evaluate(config, workdir: str) -> dict:
                    fusion)
 
 
+def table(runs: list[dict]) -> list[str]:
+  """Markdown lines of the paper's Table 5, one row per run's results: model, fusion, stage,
+  mAC, UAR, F1, accuracy per class; then chance."""
+  return individual.accuracy_table(["model", "fusion", "stage"], [
+      ([r["table_row"]["model"], r["table_row"]["fusion"], r["table_row"]["stage"]], r, "")
+      for r in runs])
+
+
 def results_markdown(results: dict, title: str) -> str:
-  """One row in the format of the paper's Table 5: model, fusion, stage, mAC, UAR, F1, per class."""
-  names = [k[len("acc/"):] for k in results if k.startswith("acc/")]
-  row = results["table_row"]
-  lines = [f"## {title}", "",
-           "| model | fusion | stage | mAC | UAR | F1 | " + " | ".join(names) + " |",
-           "|" + "---|" * (6 + len(names)),
-           f"| {row['model']} | {row['fusion']} | {row['stage']} | {results['mAC']:.2%} | "
-           f"{results['UAR']:.4f} | {results['F1']:.4f} | "
-           + " | ".join(f"{results[f'acc/{name}']:.2%}" for name in names) + " |",
-           f"\nchance: {1 / len(names):.1%}"]
-  return "\n".join(lines) + "\n"
+  """One row in the format of the paper's Table 5 (`table`)."""
+  return "\n".join([f"## {title}", "", *table([results])]) + "\n"

@@ -15,6 +15,8 @@ from emoflow.train.state import TrainState
 
 def make_model(config) -> EmoNet:
   return EmoNet(num_classes=config.model.num_classes, embed_dim=config.model.embed_dim,
+                # .get: runs saved before `width` and `depth` existed
+                width=config.model.get("width", 1.0), depth=config.model.get("depth", 1.0),
                 dtype=jnp.dtype(config.model.dtype))
 
 
@@ -123,16 +125,34 @@ def evaluate(config, workdir: str) -> dict:
   return _evaluate_fn(config, model, mesh, builder, config.data.eval_split)(state)
 
 
-def results_markdown(results: dict, title: str) -> str:
-  """The paper's individual-level numbers as markdown: summary, per emotion, per face size."""
+def accuracy_table(columns: list[str], rows: list[tuple[list[str], dict, str]]) -> list[str]:
+  """Markdown lines: the leading `columns`, then mAC, UAR, F1 and each class's accuracy, one row
+  per (leading cells, results, key prefix of its metrics); then chance."""
+  names = [k[len("acc/"):] for k in rows[0][1] if k.startswith("acc/")]
+  lines = ["| " + " | ".join([*columns, "mAC", "UAR", "F1", *names]) + " |",
+           "|" + "---|" * (len(columns) + 3 + len(names))]
+  for cells, results, p in rows:
+    lines.append("| " + " | ".join([
+        *cells, f"{results[f'{p}mAC']:.2%}", f"{results[f'{p}UAR']:.4f}", f"{results[f'{p}F1']:.4f}",
+        *(f"{results[f'{p}acc/{name}']:.2%}" for name in names)]) + " |")
+  return lines + [f"\nchance: {1 / len(names):.1%}"]
+
+
+def detail_tables(results: dict) -> list[str]:
+  """Markdown lines: accuracy per emotion, then per face size (if evaluated), then chance."""
   names = [k[len("acc/"):] for k in results if k.startswith("acc/")]
-  lines = [f"## {title}", "", "| mAC | UAR | F1 |", "|---|---|---|",
-           f"| {results['mAC']:.2%} | {results['UAR']:.4f} | {results['F1']:.4f} |", "",
-           "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+  lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names),
            "| " + " | ".join(f"{results[f'acc/{e}']:.1%}" for e in names) + " |"]
   buckets = [k[len("acc@"):] for k in results if k.startswith("acc@")]
   if buckets:
     lines += ["", "| face size | faces | accuracy |", "|---|---|---|"]
     lines += [f"| {b} | {results[f'n@{b}']} | {results[f'acc@{b}']:.1%} |" for b in buckets]
-  lines.append(f"\nchance: {1 / len(names):.1%}")
+  return lines + [f"\nchance: {1 / len(names):.1%}"]
+
+
+def results_markdown(results: dict, title: str) -> str:
+  """The paper's individual-level numbers as markdown: summary, per emotion, per face size."""
+  lines = [f"## {title}", "", "| mAC | UAR | F1 |", "|---|---|---|",
+           f"| {results['mAC']:.2%} | {results['UAR']:.4f} | {results['F1']:.4f} |", "",
+           *detail_tables(results)]
   return "\n".join(lines) + "\n"

@@ -11,7 +11,6 @@ config, bad value, missing data) ends with one line on stderr and exit code 2;
 
 import functools
 import importlib.util
-import json
 import os
 import sys
 
@@ -20,6 +19,7 @@ from ml_collections import config_flags
 
 from emoflow.fileio import atomic_open
 from emoflow.train.loop import NonFiniteLossError
+from experiments.workdir import save_or_check_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -88,46 +88,11 @@ def check_override_keys(config, argv: list[str]) -> None:
       node = node[key]
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  flat = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      flat.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      flat[f"{prefix}{k}"] = v
-  return flat
-
-
-def _has_checkpoint(workdir: str) -> bool:
-  directory = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
-
-
-def save_or_check_config(config, workdir: str) -> None:
-  """Writes WORKDIR/config.json, or refuses to resume a workdir made by another config.
-
-  A workdir without a checkpoint holds no run to resume (e.g. one that stopped
-  at a missing dataset), so its config.json is simply replaced.
-  """
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json())
-  if os.path.exists(path) and _has_checkpoint(workdir):
-    with open(path) as f:
-      saved = _flatten(json.load(f))
-    now = _flatten(current)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if changed:
-      key = changed[0]
-      raise UserError(f"{workdir} holds a run with a different config ({key}: "
-                      f"{saved.get(key)!r} there, {now.get(key)!r} now); use another --workdir")
-    return
-  with atomic_open(path) as f:
-    json.dump(current, f, indent=2, sort_keys=True)
-
-
 def _tasks():
   from experiments import detection, group, individual, video  # noqa: PLC0415 - heavy imports after flags
-  return {"individual": individual, "group": group, "video": video, "detection": detection}
+  from experiments import quickstart  # noqa: PLC0415
+  return {"individual": individual, "group": group, "video": video, "detection": detection,
+          "quickstart": quickstart}
 
 
 def main(argv, run_name: str) -> None:

@@ -126,16 +126,15 @@ def evaluate(config, workdir: str) -> dict:
   return _finish(config, results, workdir, builder)
 
 
+def table(runs: list[dict]) -> list[str]:
+  """Markdown lines of the paper's Table 7 (mAC and accuracy per class), three rows per run's
+  results (the video by its last frame, by the mean of its frames, the frames); then chance."""
+  readouts = (("", "video (last frame)"), ("mean/", "video (mean of frames)"), ("frame/", "frames"))
+  return individual.accuracy_table(["model", "prediction"], [
+      ([results["model_name"], readout], results, prefix)
+      for results in runs for prefix, readout in readouts])
+
+
 def results_markdown(results: dict, title: str) -> str:
-  """The paper's Table 7 format (mAC and per-class accuracy), one row per readout."""
-  names = [k[len("acc/"):] for k in results if k.startswith("acc/")]
-  lines = [f"## {title}", "",
-           "| model | prediction | mAC | UAR | F1 | " + " | ".join(names) + " |",
-           "|" + "---|" * (5 + len(names))]
-  for prefix, readout in (("", "video (last frame)"), ("mean/", "video (mean of frames)"),
-                          ("frame/", "frames")):
-    lines.append(f"| {results['model_name']} | {readout} | {results[f'{prefix}mAC']:.2%} | "
-                 f"{results[f'{prefix}UAR']:.4f} | {results[f'{prefix}F1']:.4f} | "
-                 + " | ".join(f"{results[f'{prefix}acc/{n}']:.2%}" for n in names) + " |")
-  lines.append(f"\nchance: {1 / len(names):.1%}")
-  return "\n".join(lines) + "\n"
+  """The paper's Table 7 format (`table`) for one run."""
+  return "\n".join([f"## {title}", "", *table([results])]) + "\n"

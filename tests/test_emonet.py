@@ -89,6 +89,17 @@ def test_macs_match_layer_shapes(net_and_vars):
   assert count_macs(embed_dim=64) == macs - 512 * 64 - 64 * 8
 
 
+def test_narrower_shallower_net_matches_its_count_and_outputs_the_same_shapes():
+  net = EmoNet(num_classes=8, embed_dim=64, width=0.5, depth=0.5)
+  variables = jax.jit(net.init)(jax.random.key(0), _faces(2))
+  assert _macs_from_shapes(net, variables) == count_macs(64, 8, width=0.5, depth=0.5)
+  params = variables["params"]
+  assert params["stem"]["kernel"].shape[-1] == 32 and params["head"]["kernel"].shape[-1] == 256
+  assert sum(name.startswith("group1_") for name in params) == 2  # 4 blocks at depth 1
+  logits, emb = net.apply(variables, _faces(3))
+  assert logits.shape == (3, 8) and emb.shape == (3, 64)
+
+
 def test_train_updates_batch_stats_eval_is_deterministic(net_and_vars):
   net, variables = net_and_vars
   faces = _faces(4)

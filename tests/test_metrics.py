@@ -35,3 +35,20 @@ def test_missing_class_is_nan_and_left_out_of_uar():
 def test_shape_mismatch_is_an_error():
   with pytest.raises(ValueError, match="differ in shape"):
     metrics.confusion_matrix([0, 1], [0], 2)
+
+
+def test_expected_calibration_error_matches_a_loop_over_bins():
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet(np.ones(3), size=500)
+  labels = rng.integers(0, 3, size=500)
+  total = 0.0
+  for b in range(10):  # bin b holds top probabilities in (b/10, (b+1)/10]
+    lo, hi = b / 10, (b + 1) / 10
+    inside = [i for i in range(500) if lo < probs[i].max() <= hi]
+    if inside:
+      accuracy = np.mean([probs[i].argmax() == labels[i] for i in inside])
+      confidence = np.mean([probs[i].max() for i in inside])
+      total += len(inside) / 500 * abs(accuracy - confidence)
+  assert metrics.expected_calibration_error(probs, labels, num_bins=10) == pytest.approx(total)
+  perfect = np.eye(3)[labels]
+  assert metrics.expected_calibration_error(perfect, labels) == 0.0

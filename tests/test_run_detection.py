@@ -11,6 +11,7 @@ from emoflow import bundle, cli
 from emoflow.train import parallel
 from emoflow.vision import detect
 from experiments import detection, export_model
+from experiments.workdir import load_config
 
 
 def test_greedy_matching_goes_by_score_and_matches_each_face_once():
@@ -69,7 +70,7 @@ def _check_bundled_detector(workdir: str, model_dir: str) -> None:
   args = argparse.Namespace(video="v.mp4", annotations=None, detector="auto", max_faces=16,
                             model=model_dir, detector_scale=None)
   from_bundle = cli.make_detector(args, bundle.load(model_dir))
-  reference = detect.RetinaFaceDetector(detection.make_model(export_model._run_config(
+  reference = detect.RetinaFaceDetector(detection.make_model(load_config(
       workdir, "detection")), variables, score_threshold=0.0, max_faces=16, input_scale=0.25)
   frames = np.random.default_rng(0).integers(0, 256, (2, 96, 160, 3), np.uint8)
   got, want = jax.device_get(from_bundle(frames)), jax.device_get(reference(frames))

@@ -69,7 +69,7 @@ def _check_export(tmp_path, emonet_run: str, group_run: str) -> None:
   result = export(f"--emonet={group_run}", f"--group={group_run}", f"--out={tmp_path}/bad")
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      f"error: {group_run} is a 'group' run; features come from an 'individual' (EmoNet) run"]
+      f"error: {group_run} holds a 'group' run, not the 'individual' run needed here"]
 
 
 def test_tiny_end_to_end_run_fine_tunes_emonet_and_evaluates_its_checkpoint(tmp_path, emonet_run, data_dir, groups):

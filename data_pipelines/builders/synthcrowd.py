@@ -1,7 +1,8 @@
 """TFDS builder `synthcrowd`: procedural SynthCrowd records, ArrayRecord, no TensorFlow.
 
-Three kinds of config, each in sizes tiny (tests), small (the CPU
-demonstration) and full:
+Four kinds of config, each in sizes tiny (tests), small (the CPU
+demonstration) and full, and groups/clips also in `quick` (the quickstart's,
+rendered in under a minute each on 2 cores):
 - `faces*`: aligned 112x112 faces with one of the 8 emotions, rendered by
   data_pipelines.synthcrowd.faces and aligned by emoflow.vision.align — the
   same 5-point path real data takes. num_examples counts faces.
@@ -62,6 +63,7 @@ _SMALL_CROWD = crowds.CrowdDifficulty(num_faces=(2, 40))
 _TINY_CROWD = crowds.CrowdDifficulty(num_faces=(2, 16), num_groups=(1, 3))
 _SMALL_VIDEO = videos.VideoSpec(duration_s=(10.0, 12.0), fps=(5, 6))
 _TINY_VIDEO = videos.VideoSpec(duration_s=(2.0, 3.0), fps=(5, 6))
+_QUICK_VIDEO = videos.VideoSpec(duration_s=(6.0, 8.0), fps=(5, 6))
 
 
 def render_aligned_face(seed: int, split: str, index: int, face_px_range=(8, 120)) -> dict:
@@ -94,11 +96,22 @@ def render_frame_record(seed: int, split: str, index: int,
   return [(key, records.frame_example(image, frame, key))]
 
 
+def _clip_name(index: int) -> str:
+  return f"clip_{index:07d}"
+
+
+def rendered_video(data_dir: str, config_name: str, split: str, index: int) -> str:
+  """Where a built clips config keeps video INDEX of SPLIT (the mp4; its annotation JSON beside
+  it), under TFDS's default download directory DATA_DIR/downloads."""
+  return os.path.join(os.path.expanduser(data_dir), "downloads", "synthcrowd", config_name, split,
+                      _clip_name(index) + ".mp4")
+
+
 def render_clip_record(seed: int, split: str, index: int, directory: str,
                        crowd: crowds.CrowdDifficulty, spec: videos.VideoSpec,
                        frames_per_second: float) -> list[tuple[str, dict]]:
   """Renders video INDEX into `directory` (mp4 + JSON), then ingests it as the gecv builder does."""
-  name = f"clip_{index:07d}"
+  name = _clip_name(index)
   videos.render_video(np.random.default_rng([seed, _SPLIT_IDS[split], index]), directory, name,
                       crowd, spec)
   return list(gecv.video_examples(os.path.join(directory, name + ".json"), "clips",
@@ -125,9 +138,11 @@ class Synthcrowd(tfds.core.GeneratorBasedBuilder):
       _config("faces", "small", (12000, 1600, 1600)),
       _config("faces", "full", (200000, 10000, 10000)),
       _config("groups", "tiny", (24, 8, 8), crowd=_TINY_CROWD),
+      _config("groups", "quick", (600, 150, 50), crowd=_SMALL_CROWD),
       _config("groups", "small", (2000, 400, 400), crowd=_SMALL_CROWD),
       _config("groups", "full", (40000, 4000, 4000)),
       _config("clips", "tiny", (4, 2, 2), crowd=_TINY_CROWD, video=_TINY_VIDEO),
+      _config("clips", "quick", (64, 32, 4), crowd=_SMALL_CROWD, video=_QUICK_VIDEO),
       _config("clips", "small", (128, 32, 32), crowd=_SMALL_CROWD, video=_SMALL_VIDEO),
       _config("clips", "full", (600, 100, 100)),
       _config("frames", "tiny", (64, 16, 16), crowd=_TINY_CROWD),

@@ -57,12 +57,10 @@ def plot_curves(rows: list[dict], path: str) -> None:
   save_png(fig, path)
 
 
-def plot_confusion(cm: np.ndarray, class_names, path: str, title: str = "") -> None:
-  """Row-normalised confusion matrix (true class in rows) with counts in the cells."""
+def _draw_confusion(ax, cm: np.ndarray, class_names, title: str) -> None:
   cm = np.asarray(cm)
   rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
   n = len(class_names)
-  fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
   ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
   ax.set_xticks(range(n), class_names, rotation=45, ha="right")
   ax.set_yticks(range(n), class_names)
@@ -74,5 +72,41 @@ def plot_confusion(cm: np.ndarray, class_names, path: str, title: str = "") -> N
               color="white" if rates[i, j] > 0.5 else "black")
   if title:
     ax.set_title(title)
+
+
+def plot_confusion(cm: np.ndarray, class_names, path: str, title: str = "") -> None:
+  """Row-normalised confusion matrix (true class in rows) with counts in the cells."""
+  plot_confusions([(cm, title)], class_names, path)
+
+
+def plot_confusions(matrices: list[tuple[np.ndarray, str]], class_names, path: str) -> None:
+  """Several (confusion matrix, title) side by side, each as plot_confusion draws it."""
+  n = len(class_names)
+  fig, axes = plt.subplots(1, len(matrices), squeeze=False,
+                           figsize=((1.0 + 0.75 * n) * len(matrices), 0.8 + 0.7 * n))
+  for ax, (cm, title) in zip(axes.flat, matrices):
+    _draw_confusion(ax, cm, class_names, title)
+  fig.tight_layout()
+  save_png(fig, path)
+
+
+def plot_bars(panels: dict[str, dict[str, dict[str, float]]], path: str,
+              ylabel: str = "accuracy") -> None:
+  """One panel per title: {series: {category: value}} as bars grouped by category."""
+  widths = [max(4.0, 0.9 * len(next(iter(series.values())))) for series in panels.values()]
+  fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(sum(widths), 3.4),
+                           gridspec_kw={"width_ratios": widths})
+  for ax, (title, series) in zip(axes.flat, panels.items()):
+    categories = list(next(iter(series.values())))
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series.items()):
+      x = np.arange(len(categories)) + (k - (len(series) - 1) / 2) * width
+      ax.bar(x, [values[c] for c in categories], width, label=name)
+    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+      ax.legend(fontsize=7)
   fig.tight_layout()
   save_png(fig, path)

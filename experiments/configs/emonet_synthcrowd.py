@@ -33,6 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.num_classes = 8
   c.model.embed_dim = 128
+  c.model.width = 1.0  # channel multiplier (Table 2 at 1.0)
+  c.model.depth = 1.0  # multiplier of the blocks per bottleneck group (Table 2 at 1.0)
   c.model.dtype = "float32"
 
   c.batch_size = 64  # global; split over all devices of all hosts
