@@ -28,6 +28,7 @@ import numpy as np
 from data_pipelines import annotations
 from data_pipelines.builders import synthcrowd
 from emoflow.fileio import atomic_open
+from emoflow.models.emonet import count_macs
 from emoflow.train import plots
 from experiments import export_model, group, individual, score_video, sources, video
 from experiments.workdir import save_or_check_config
@@ -149,7 +150,6 @@ def _emonet_size(config) -> dict:
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 112, 112, 3)),
                                              train=False))
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
-  from emoflow.models.emonet import count_macs  # noqa: PLC0415
   return {"parameters": params, "macs": count_macs(config.model.embed_dim, config.model.num_classes,
                                                    config.model.width, config.model.depth)}
 
