@@ -29,22 +29,20 @@ from data_pipelines import annotations
 from data_pipelines.builders import synthcrowd
 from emoflow.fileio import atomic_open
 from emoflow.models.emonet import count_macs
+from emoflow.tasks import group as group_task
 from emoflow.train import plots
 from experiments import export_model, group, individual, score_video, sources, video
 from experiments.workdir import save_or_check_config
 
-_FUSION_NAMES = {"fea": "FeA (score averaging)", "feb": "FeB (concatenation)",
-                 "fec": "FeC (NVPF)"}
-
-
 def _stage_configs(config, workdir: str) -> list[tuple[str, object, object]]:
   """(name, experiment module, resolved config) of every training stage, in order."""
-  unknown = [n for n in config.group_fusions if n not in _FUSION_NAMES]
+  unknown = [n for n in config.group_fusions if n not in group_task.known()]
   unknown += [n for n in config.video_models if n not in video.MODEL_NAMES]
   if unknown or len(set(config.group_fusions)) != len(config.group_fusions) or \
      len(set(config.video_models)) != len(config.video_models):
-    raise ValueError(f"group_fusions must name distinct ones of {', '.join(_FUSION_NAMES)} and "
-                     f"video_models of {', '.join(video.MODEL_NAMES)}; got "
+    raise ValueError(f"group_fusions must name distinct ones of "
+                     f"{', '.join(group_task.known())} and video_models of "
+                     f"{', '.join(video.MODEL_NAMES)}; got "
                      f"{tuple(config.group_fusions)}, {tuple(config.video_models)}")
   stages = [("emonet", individual, config.emonet.copy_and_resolve_references())]
   emonet_workdir = os.path.join(workdir, "emonet")
@@ -92,12 +90,13 @@ def _describe(name: str, config) -> str:
     return (f"EmoNet (width {config.model.width}, depth {config.model.depth}) on "
             f"{config.data.name}/{config.data.config}, "
             f"{config.num_steps} steps of {config.batch_size} faces")
-  label = _FUSION_NAMES.get(name) or video.MODEL_NAMES[name]
+  label = (video.MODEL_NAMES[name] if config.task == "video"
+           else group_task.make_fusion(config.model).scheme)
   return (f"{label} on {config.data.source} (EmoNet features cached on first use), "
           f"{config.num_steps} steps of {config.batch_size}")
 
 
-def held_out_video(config) -> str:
+def _held_out_video(config) -> str:
   """The video predict labels: config.predict.video, else clip `video_index` of the video
   stages' SynthCrowd clips dataset, split `predict.split` (rendered if absent)."""
   if config.predict.video:
@@ -116,19 +115,18 @@ def held_out_video(config) -> str:
                                    config.predict.video_index)
 
 
-def _predict(config, workdir: str, stages: list) -> dict:
+def _predict(config, workdir: str) -> dict:
   """Exports the trained stages, labels the held-out video, scores it if annotated."""
   from emoflow import cli  # noqa: PLC0415 - the console script's own code path
-  names = [name for name, _, _ in stages]
   fusion = config.group_fusions[-1] if config.group_fusions else None
   if fusion is None:
     raise ValueError("predict needs a group fusion: group_fusions is empty")
   model_dir = os.path.join(workdir, "model")
   temporal = config.video_models[-1] if config.video_models else None
-  export_model.export(os.path.join(workdir, names[0]), os.path.join(workdir, fusion),
+  export_model.export(os.path.join(workdir, "emonet"), os.path.join(workdir, fusion),
                       temporal and os.path.join(workdir, temporal), model_dir,
                       config.predict.detector_workdir or None)
-  path = held_out_video(config)
+  path = _held_out_video(config)
   out = os.path.join(workdir, "predict")
   start = time.perf_counter()
   cli.predict(cli.parse_args(["predict", path, "--model", model_dir, "--out", out]
@@ -185,7 +183,7 @@ def _run(config, workdir: str, evaluate_only: bool) -> dict:
     _banner(total, total, "predict", "export the model, label a held-out video, score it")
     start = time.perf_counter()
     os.makedirs(directory, exist_ok=True)
-    done = _save_done(directory, _predict(config, workdir, stages))
+    done = _save_done(directory, _predict(config, workdir))
     seconds["predict"] = time.perf_counter() - start
   elif done is not None:
     _banner(total, total, "predict", f"finished earlier, skipped ({directory}/stage.json)")
@@ -219,7 +217,8 @@ def _plot(results: dict, directory: str) -> None:
   fusions = results["stages"]["group"]
   if fusions:
     plots.plot_bars({"group level (Table 5)": {
-        _FUSION_NAMES[n]: {"mAC": results[n]["mAC"], **_accuracies(results[n], "acc/")}
+        results[n]["table_row"]["fusion"]: {"mAC": results[n]["mAC"],
+                                            **_accuracies(results[n], "acc/")}
         for n in fusions}}, os.path.join(directory, "table5_fusions.png"))
   models = results["stages"]["video"]
   if models:
