@@ -38,6 +38,7 @@ import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from data_pipelines import builders
 from data_pipelines.builders.records import FACE_SIDE, UNKNOWN
@@ -52,16 +53,23 @@ def prepare(name: str, config: str, data_dir: str, manual_dir: str | None = None
   `manual_dir` defaults to DATA_DIR/manual/NAME. A licence-gated dataset's
   builder checks it first (`check_manual_dir`), so a missing or incomplete
   download fails with that one-line error before TFDS prints or writes anything.
+  In a multi-host job process 0 builds while the others wait, then all read it.
   """
-  builder = builders.get(name)(config=config, data_dir=os.path.expanduser(data_dir),
-                               file_format="array_record")
+  make = functools.partial(builders.get(name), config=config,
+                           data_dir=os.path.expanduser(data_dir), file_format="array_record")
+  builder = make()
   manual_dir = os.path.expanduser(manual_dir or os.path.join(data_dir, "manual", name))
   # Checked only when download_and_prepare will build (it reuses an existing data_path).
   # Rendered datasets have no check and read no manual directory; none is created.
   if hasattr(builder, "check_manual_dir") and not builder.data_path.exists():
     builder.check_manual_dir(manual_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder
+  if jax.process_index() == 0:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  if jax.process_count() == 1:
+    return builder
+  multihost_utils.sync_global_devices(f"prepare {name}/{config}")
+  return make()  # a builder made before the dataset existed does not know its splits
 
 
 def split_source(builder, split: str):

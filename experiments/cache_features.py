@@ -9,7 +9,8 @@ OUT_DIR/emonet_features/<NAME>_<CONFIG>_step<S>_<DIGEST>/1.0.0, the records
 with embeddings and logits in place of face pixels
 (data_pipelines/builders/features.py). --dataset is NAME/CONFIG of the
 builders registry (built under --data_dir first if absent) or the directory
-of a prepared TFDS dataset. A cache that exists already is reused. A user
+of a prepared TFDS dataset. A cache that exists already is reused; a
+multi-host job only reads caches, written before by this command. A user
 mistake ends with one line on stderr and exit code 2 (--debug: traceback).
 """
 
@@ -108,6 +109,10 @@ def cache(workdir: str, dataset: str, *, data_dir: str, out_dir: str,
       digest=digest(state.variables), metadata={"workdir": os.path.abspath(workdir)},
       data_dir=out_dir)
   written = not builder.is_prepared()
+  if written and jax.process_count() > 1:
+    raise ValueError(f"no EmoNet feature cache of {dataset} for {workdir} under {out_dir}; "
+                     "write it with one process first: python -m experiments.cache_features "
+                     f"--workdir={workdir} --dataset={dataset} --data_dir={data_dir}")
   builder.download_and_prepare()
   return builder, written
 

@@ -26,6 +26,7 @@ per frame, must not fill: `dropped` is reported).
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from data_pipelines import loaders
 from emoflow.tasks import detection
@@ -139,19 +140,25 @@ def make_evaluate(config, model, builder, split: str):
       input_scale=config.data.input_scale)
 
   def evaluate(state) -> dict:
-    detector.variables = state.variables
+    # This process's copy: the detector runs on its own device, over its share of the frames.
+    detector.variables = jax.device_get(state.variables)
     frames, dropped = [], 0
     for batch in loaders.eval_frame_batches(source, config.eval.batch_size,
                                             config.eval.max_faces):
       found = jax.device_get(detector(batch["image"]))
-      for f in np.flatnonzero(batch["frame_valid"]):
-        if batch["num_faces"][f] > config.eval.max_faces:
-          raise ValueError(f"a frame of {split} has {batch['num_faces'][f]} faces, more than "
+      out = {"found": found.boxes, "scores": found.scores, "keep": found.valid,
+             "dropped": found.dropped, "faces": batch["boxes"], "faces_valid": batch["valid"],
+             "frame_valid": batch["frame_valid"], "num_faces": batch["num_faces"]}
+      if jax.process_count() > 1:  # every process scores all frames
+        out = multihost_utils.process_allgather(out, tiled=True)
+      for f in np.flatnonzero(out["frame_valid"]):
+        if out["num_faces"][f] > config.eval.max_faces:
+          raise ValueError(f"a frame of {split} has {out['num_faces'][f]} faces, more than "
                            f"eval.max_faces={config.eval.max_faces}; raise it")
-        keep = found.valid[f]
-        frames.append((found.boxes[f][keep], found.scores[f][keep],
-                       batch["boxes"][f][batch["valid"][f]]))
-        dropped += int(found.dropped[f])
+        keep = out["keep"][f]
+        frames.append((out["found"][f][keep], out["scores"][f][keep],
+                       out["faces"][f][out["faces_valid"][f]]))
+        dropped += int(out["dropped"][f])
     results = score(frames, score_threshold=config.eval.score_threshold,
                     size_buckets=tuple(tuple(b) for b in config.eval.size_buckets))
     return {**results, "dropped": dropped}

@@ -153,6 +153,8 @@ def _emonet_size(config) -> dict:
 
 
 def _run(config, workdir: str, evaluate_only: bool) -> dict:
+  if jax.process_count() > 1:  # its feature caches and predict stage are single-process
+    raise ValueError("the quickstart runs on one host; run its stand-alone configs multi-host")
   stages = _stage_configs(config, workdir)
   total = len(stages) + int(config.predict.enabled)
   results, seconds = {}, {}

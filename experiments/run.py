@@ -2,90 +2,64 @@
 
 NAME is a file in experiments/configs/ (or a path to one); its get_config(arg)
 returns the ConfigDict. The run lives in --workdir (default runs/NAME): the
-config as JSON, checkpoints, metrics.csv, plots/ and results.md (--mode=eval
-writes results_SPLIT.md). Starting the
+config as JSON, checkpoints, metrics.csv, plots/, results.md and results.json
+(its scalar metrics; --mode=eval writes results_SPLIT.md/.json). Starting the
 same command again resumes from the latest checkpoint. A user mistake (unknown
 config, bad value, missing data) ends with one line on stderr and exit code 2;
 --debug shows the traceback instead.
+
+Multi-host: every process runs the same command; a SLURM step or Open MPI job
+of several tasks is joined by itself, other clusters pass --coordinator_address,
+--num_processes and --process_id (BUILD.md, "Several hosts").
 """
 
 import functools
-import importlib.util
+import json
 import os
 import sys
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from emoflow.fileio import atomic_open
+from emoflow.train import distributed
 from emoflow.train.loop import NonFiniteLossError
+from experiments import configs
 from experiments.workdir import save_or_check_config
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: NAME[:arg]",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default runs/NAME)")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes) or evaluate")
 _DEBUG = flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "multi-host: HOST:PORT of process 0's coordinator")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: processes in the job")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
 
 
 class UserError(Exception):
   """A mistake in the command line, config or data: reported in one line."""
 
 
-def known_configs() -> list[str]:
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                if f.endswith(".py") and not f.startswith("_"))
-
-
 def resolve_config_argv(argv: list[str]) -> tuple[list[str], str]:
-  """Rewrites --config=NAME[:arg] to the config file's path; returns (argv, run name)."""
-  out, name = list(argv), None
+  """Rewrites --config=NAME[:arg] to the config file's path and checks every --config.a.b=v
+  names a key of it; returns (argv, run name)."""
+  out = list(argv)
   for i, token in enumerate(out):
     if token == "--config" and i + 1 < len(out):
       out[i:i + 2] = [f"--config={out[i + 1]}"]
       token = out[i]
     if token.startswith("--config="):
-      spec = token[len("--config="):]
-      base, sep, arg = spec.partition(":")
-      if base.endswith(".py") or os.sep in base:
-        if not os.path.isfile(base):
-          raise UserError(f"config file {base!r} does not exist")
-        path = base
-      else:
-        path = os.path.join(CONFIG_DIR, base + ".py")
-        if not os.path.isfile(path):
-          raise UserError(f"unknown config {base!r}; known: {', '.join(known_configs())}")
-      name = os.path.basename(path)[:-3] + (f"_{arg}" if arg else "")
-      out[i] = f"--config={path}{sep}{arg}"
-      check_override_keys(_load_config(path, arg or None), out)
-      break
-  if name is None:
-    raise UserError(f"--config=NAME is required; known: {', '.join(known_configs())}")
-  return out, name
-
-
-def _load_config(path: str, arg: str | None):
-  spec = importlib.util.spec_from_file_location("_emoflow_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
-
-
-def check_override_keys(config, argv: list[str]) -> None:
-  """One-line error for a --config.a.b=v whose key the config does not have."""
-  for token in argv:
-    if not token.startswith("--config."):
-      continue
-    node = config
-    path = token[len("--config."):].split("=", 1)[0]
-    for depth, key in enumerate(path.split(".")):
-      if not hasattr(node, "keys") or key not in node:
-        known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group)"
-        where = ".".join(path.split(".")[:depth]) or "the config"
-        raise UserError(f"--config.{path}: no key {key!r} in {where}; it has: {known}")
-      node = node[key]
+      path, arg, name = configs.resolve(token[len("--config="):])
+      out[i] = f"--config={path}:{arg}" if arg else f"--config={path}"
+      config = configs.load(path, arg)
+      for override in out:
+        if override.startswith("--config."):
+          configs.check_override_key(config, override[len("--config."):].split("=", 1)[0])
+      return out, name
+  raise UserError(f"--config=NAME is required; known: {', '.join(configs.known())}")
 
 
 def _tasks():
@@ -95,11 +69,22 @@ def _tasks():
           "quickstart": quickstart}
 
 
+def scalar_results(results: dict) -> dict:
+  """The top-level numbers of a task's results (what a sweep's summary table shows)."""
+  def is_number(v) -> bool:
+    return not isinstance(v, bool) and np.ndim(v) == 0 and np.issubdtype(np.asarray(v).dtype,
+                                                                         np.number)
+  return {k: float(v) for k, v in results.items() if is_number(v)}
+
+
 def main(argv, run_name: str) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and TFDS are chatty at INFO
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  joined = distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if joined and distributed.is_main_process():
+    print(f"multi-host job: {joined}")
   config = _CONFIG.value
   tasks = _tasks()
   if config.task not in tasks:
@@ -112,12 +97,16 @@ def main(argv, run_name: str) -> None:
     results = task.train(config, workdir)
   else:
     results = task.evaluate(config, workdir)
+  if not distributed.is_main_process():
+    return
   text = task.results_markdown(results, title=f"{run_name} ({_MODE.value}, "
                                f"{config.data.eval_split} split)")
   print(text)
-  name = "results.md" if _MODE.value == "train" else f"results_{config.data.eval_split}.md"
-  with atomic_open(os.path.join(workdir, name)) as f:
+  name = "results" if _MODE.value == "train" else f"results_{config.data.eval_split}"
+  with atomic_open(os.path.join(workdir, name + ".md")) as f:
     f.write(text)
+  with atomic_open(os.path.join(workdir, name + ".json")) as f:  # written last: the run is done
+    json.dump(scalar_results(results), f, indent=2, sort_keys=True)
   print(f"\nworkdir: {workdir}")
 
 

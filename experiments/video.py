@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from data_pipelines import loaders
 from emoflow.tasks import video
-from emoflow.train import loop, optimizer, parallel, plots
+from emoflow.train import distributed, loop, optimizer, parallel, plots
 from emoflow.train.state import TrainState
 from experiments import individual, sources
 
@@ -85,7 +85,7 @@ def _finish(config, results: dict, workdir: str, builder) -> dict:
   """Draws the video ("mean" readout) and frame confusion matrices (paper Fig. 5) beside fit()'s
   confusion_matrix.png ("last"); adds the Table 7 model name."""
   names = individual.class_names(config, builder, "label")
-  if jax.process_index() == 0:
+  if distributed.is_main_process():
     for prefix, name in (("mean/", "confusion_matrix_mean"), ("frame/", "confusion_matrix_frames")):
       plots.plot_confusion(results[f"{prefix}confusion_matrix"], names,
                            os.path.join(workdir, "plots", f"{name}.png"),

@@ -7,6 +7,7 @@ import os
 import ml_collections
 
 from emoflow.fileio import atomic_open
+from emoflow.train.distributed import is_main_process
 
 
 def load_config(workdir: str, task: str) -> ml_collections.ConfigDict:
@@ -41,7 +42,8 @@ def save_or_check_config(config, workdir: str) -> None:
   """Writes WORKDIR/config.json, or refuses to resume a workdir made by another config.
 
   A workdir without a checkpoint holds no run to resume (e.g. one that stopped
-  at a missing dataset), so its config.json is simply replaced.
+  at a missing dataset), so its config.json is simply replaced. Every process
+  of a multi-host job checks; process 0 writes.
   """
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
@@ -54,6 +56,8 @@ def save_or_check_config(config, workdir: str) -> None:
       key = changed[0]
       raise ValueError(f"{workdir} holds a run with a different config ({key}: "
                        f"{saved.get(key)!r} there, {now.get(key)!r} now); use another --workdir")
+    return
+  if not is_main_process():
     return
   with atomic_open(path) as f:
     json.dump(current, f, indent=2, sort_keys=True)

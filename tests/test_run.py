@@ -57,7 +57,7 @@ def test_tiny_training_run_writes_its_workdir(tmp_path):
   result = run_experiment(*_tiny(tmp_path, tmp_path / "run"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| mAC | UAR | F1 |" in result.stdout
-  for name in ("config.json", "metrics.csv", "results.md", "plots/curves.png",
+  for name in ("config.json", "metrics.csv", "results.md", "results.json", "plots/curves.png",
                "plots/confusion_matrix.png", "checkpoints/6"):
     assert os.path.exists(tmp_path / "run" / name), name
   evaluated = run_experiment(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval",

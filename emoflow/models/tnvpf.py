@@ -180,8 +180,11 @@ class TNVPF(nn.Module):
     """
     out = self.fuse(features, face_mask, group_mask, frame_mask)
     x = out.pop("frame_inputs")
+    # The scan's state keeps the dtype the cell computes in (its inputs' and parameters').
+    dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
     carry = self.recurrence.initialize_carry(jax.random.key(0), x[:, 0].shape)  # zeros
-    state = (carry, jnp.zeros((x.shape[0], self.hidden), x.dtype))
+    state = jax.tree.map(lambda z: z.astype(dtype),
+                         (carry, jnp.zeros((x.shape[0], self.hidden), x.dtype)))
     scan = nn.scan(_masked_step, variable_broadcast="params", split_rngs={"params": False},
                    in_axes=1, out_axes=1)
     _, o = scan(self.recurrence, state, (x, frame_mask))

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import tqdm
 
-from emoflow.train import parallel, plots
+from emoflow.train import distributed, parallel, plots
 from emoflow.train.checkpoint import Checkpoints
 from emoflow.train.metrics_log import MetricsLog
 from emoflow.train.state import TrainState
@@ -39,7 +39,7 @@ def fit(*, workdir: str, state: TrainState, train_step: Callable,
   with `class_names`). Evaluations happen every `eval_every` steps and at the
   end, each followed by a checkpoint that carries its metrics.
   """
-  is_main = jax.process_index() == 0
+  is_main = distributed.is_main_process()
   checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep_latest=keep_latest,
                             best_metric=best_metric, best_mode=best_mode)
   state = parallel.replicate(state, mesh)
@@ -70,7 +70,13 @@ def fit(*, workdir: str, state: TrainState, train_step: Callable,
     pending, in_flight, tick, results = [], None, time.perf_counter(), None
     batches = train_batches(start)
     for step in range(start, num_steps):
-      batch = parallel.shard_batch(next(batches), mesh)
+      local = next(batches)
+      if step == start and is_main:
+        size = len(next(iter(local.values()))) * jax.process_count()
+        hosts = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        bar.write(f"data-parallel: global batch {size} = {size // mesh.size} on each of "
+                  f"{mesh.size} devices{hosts}")
+      batch = parallel.shard_batch(local, mesh)
       state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
       if in_flight is not None:  # one step stays queued; the bar counts finished steps
         jax.block_until_ready(in_flight)

@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.depth = 1.0  # multiplier of the blocks per bottleneck group (Table 2 at 1.0)
   c.model.dtype = "float32"
 
-  c.batch_size = 64  # global; split over all devices of all hosts
+  c.batch_size = 64  # global: over all devices of all hosts (8 per device on 8)
   c.num_steps = 450
   c.log_every = 15
   c.class_weighting = "inverse_frequency"

@@ -25,7 +25,7 @@ def paper_config(source: str):
   c.model.max_faces = 16
   c.model.flow_units = 10
   c.model.flow_width = 32
-  c.batch_size = 64
+  c.batch_size = 64  # global: over all devices of all hosts (16 per GPU on 4)
   c.num_steps = 5000
   c.log_every = 50
   c.eval.every = 500

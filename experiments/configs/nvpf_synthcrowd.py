@@ -119,7 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.ce_weight = 1.0  # cross-entropy beside Eq. 7's NLL; 0 = Eq. 7 alone (see above)
   c.model.feb_hidden = 256
 
-  c.batch_size = 64
+  c.batch_size = 64  # global: over all devices of all hosts (8 per device on 8)
   c.num_steps = 400
   c.log_every = 20
   c.optimizer = ml_collections.ConfigDict()

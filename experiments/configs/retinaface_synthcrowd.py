@@ -45,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   c.model.max_faces = 64  # G: ground-truth slots per training frame (largest faces kept)
 
-  c.batch_size = 8
+  c.batch_size = 8  # global: over all devices of all hosts (1 per device on 8)
   c.num_steps = 800
   c.log_every = 20
   c.optimizer = ml_collections.ConfigDict()

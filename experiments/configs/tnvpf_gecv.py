@@ -23,7 +23,7 @@ def paper_config(source: str):
   for level in ("group", "frame"):
     c.model[f"{level}_units"] = 10
     c.model[f"{level}_width"] = 32
-  c.batch_size = 64
+  c.batch_size = 64  # global: over all devices of all hosts (16 per GPU on 4)
   c.num_steps = 5000
   c.clip.curriculum = ((2, 2000), (5, 5000))
   c.log_every = 50

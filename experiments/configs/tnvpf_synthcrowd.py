@@ -86,7 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.prior = "learned_gaussian"  # of the frame-level NLL term (used if nll_weight > 0)
   c.model.nll_weight = 0.0  # 0 = Eq. 8 alone (frame cross-entropy)
 
-  c.batch_size = 16
+  c.batch_size = 16  # global: over all devices of all hosts (2 per device on 8)
   c.num_steps = 200  # 25 epochs of the 128 training clips
   c.log_every = 10
   c.eval.every = 100
