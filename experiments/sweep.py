@@ -150,7 +150,7 @@ def device_slots(gpus: list[str], devices_per_run: int, parallel: int) -> list[d
   return [{"label": f"GPU {','.join(g)}", "CUDA_VISIBLE_DEVICES": ",".join(g)} for g in groups]
 
 
-def _host_shard(text: str) -> tuple[int, int]:
+def parse_host_shard(text: str) -> tuple[int, int]:
   index, sep, count = text.partition("/")
   if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
     raise ValueError(f"--host_shard {text!r} is not I/N with 0 <= I < N")
@@ -294,7 +294,7 @@ def main() -> None:
   check_overrides(configs.load(path, arg), runs)
   run_names(runs)
   slots = device_slots(local_gpus(FLAGS.gpus), FLAGS.devices_per_run, FLAGS.parallel)
-  host_shard = _host_shard(FLAGS.host_shard)
+  host_shard = parse_host_shard(FLAGS.host_shard)
   sweep_dir = FLAGS.sweep_dir or os.path.join("runs", "sweeps", run_name)
   try:
     summary = run_sweep(FLAGS.config, runs, sweep_dir, slots, host_shard)

@@ -84,6 +84,21 @@ def test_gpus_are_handed_out_in_groups_and_cpu_runs_in_parallel_slots(monkeypatc
     sweep.device_slots(["0", "1"], devices_per_run=4, parallel=1)
 
 
+def test_a_host_runs_its_shard_and_the_summary_covers_every_run(tmp_path, capsys):
+  runs = sweep.parse_spec("seed=0,1,2,3")
+  for name in ("seed=1", "seed=3"):  # host 1 of 2 owns runs 1 and 3; both finished before
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps({"mAC": 0.5, "UAR": 0.25}))
+  summary = sweep.run_sweep("emonet_synthcrowd:tiny", runs, str(tmp_path), [{"label": "CPU"}],
+                            host_shard=(1, 2))
+  assert "2 done before, 0 to run (host 1 of 2)" in capsys.readouterr().out
+  assert [row["status"] for row in summary.values()] == ["pending", "done", "pending", "done"]
+  text = sweep.write_summary(runs, summary, str(tmp_path), metrics=[])
+  assert "| seed=1 | 1 | done | 0.5 | 0.25 |  |" in text and "| seed=0 | 0 | pending |" in text
+  with pytest.raises(ValueError, match="--host_shard '2/2' is not I/N"):
+    sweep.parse_host_shard("2/2")
+
+
 def test_a_bad_key_ends_the_command_in_one_line_before_any_run(tmp_path):
   result = _sweep("--config=emonet_synthcrowd:tiny", "--sweep=optimizer.lr=1,2",
                   f"--sweep_dir={tmp_path}/sweep")
