@@ -3,7 +3,8 @@
 Renders a SynthCrowd clip (default 1280x720, about 50 faces per frame, 4 s
 at 10 fps) unless --video is given, runs emoflow.pipeline over every frame
 once to compile, then again timed, and prints a table: per stage (decode,
-detect, align, EmoNet, group = k-means, NVPF = group fusion, TNVPF) the
+detect, align, EmoNet, group = k-means or --grouping rpn (the model
+directory's RPN and the proposal rule), NVPF = group fusion, TNVPF) the
 seconds, frames/s and faces/s, and the total. Faces come from the detector
 `emoflow predict` would pick with the same flags (emoflow.cli.make_detector):
 by default the clip's annotation JSON (detection then costs only the
@@ -14,7 +15,7 @@ CPU configs' sizes (speed does not depend on the weights).
 
   python benchmarks/pipeline_throughput.py [--model DIR] [--video V.mp4]
       [--detector annotations|retinaface|yunet] [--retinaface-weights PTH] [--yunet-model ONNX]
-      [--batch-frames 8] [--faces 45-55] [--size 1280x720] [--seconds 4]
+      [--grouping kmeans|rpn] [--batch-frames 8] [--faces 45-55] [--size 1280x720] [--seconds 4]
 """
 
 import argparse
@@ -73,6 +74,7 @@ def main() -> None:
   parser.add_argument("--detector-scale", type=float)
   parser.add_argument("--yunet-model")
   parser.add_argument("--max-faces", type=int, default=256)
+  parser.add_argument("--grouping", default="kmeans", choices=pipeline.GROUPINGS)
   parser.add_argument("--batch-frames", type=int, default=8)
   parser.add_argument("--faces", default="45-55", help="people per rendered frame, LOW-HIGH")
   parser.add_argument("--size", default="1280x720", help="rendered frame size, WxH")
@@ -84,7 +86,8 @@ def main() -> None:
     info = video_io.probe(path)
     model = bundle.load(args.model) if args.model else untrained_bundle()
     runner = pipeline.Pipeline(model, cli.make_detector(argparse.Namespace(**{**vars(args),
-                                                                             "video": path}), model))
+                                                                             "video": path}), model),
+                               grouping=args.grouping)
     runner.run(path, sampling_fps=info.fps, batch_frames=args.batch_frames, progress=False)
     runner.timings.clear()  # the first run compiled every shape; time the second
     start = time.perf_counter()
@@ -95,7 +98,7 @@ def main() -> None:
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}; "
         f"{info.width}x{info.height}, {frames} frames, {faces / max(frames, 1):.1f} faces/frame, "
-        f"detector {args.detector}, batch {args.batch_frames} frames, "
+        f"detector {args.detector}, grouping {args.grouping}, batch {args.batch_frames} frames, "
         f"{'model ' + args.model if args.model else 'untrained CPU-config models'}\n")
   print("| stage | seconds | frames/s | faces/s |")
   print("|---|---|---|---|")

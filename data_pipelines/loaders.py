@@ -305,29 +305,34 @@ _FLIPPED_LANDMARKS = np.array([1, 0, 2, 4, 3])
 
 
 def _frame_example(record: dict, rng: np.random.Generator | None, *, max_faces: int,
-                   scale: float, flip: bool) -> dict:
-  """One frame with its G = max_faces largest faces, boxes clipped to the frame (rules in
-  train_frame_batches)."""
+                   scale: float, flip: bool, max_groups: int = 0) -> dict:
+  """One frame with its G = max_faces largest faces, boxes clipped to the frame, and with
+  max_groups > 0 its first max_groups groups (rules in train_frame_batches)."""
   image = np.asarray(record["image"])
   height, width = image.shape[:2]
   boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
   landmarks = np.asarray(record["landmarks"], np.float32).reshape(-1, 5, 2)
+  group_boxes = np.asarray(record["group_boxes"] if max_groups else np.zeros((0, 4)),
+                           np.float32).reshape(-1, 4)
   if rng is not None and flip and rng.random() < 0.5:
     image = image[:, ::-1]
-    boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    mirror = lambda b: np.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1)
+    boxes, group_boxes = mirror(boxes), mirror(group_boxes)
     landmarks = np.stack([width - landmarks[..., 0], landmarks[..., 1]], -1)[:, _FLIPPED_LANDMARKS]
   if scale != 1:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     factor = np.float32([size[0] / width, size[1] / height])
-    boxes, landmarks = boxes * np.tile(factor, 2), landmarks * factor
+    boxes, group_boxes = boxes * np.tile(factor, 2), group_boxes * np.tile(factor, 2)
+    landmarks = landmarks * factor
     height, width = size[1], size[0]
   inside = np.all((landmarks >= 0) & (landmarks <= [width, height]), (1, 2))
-  boxes = np.clip(boxes, 0, np.float32([width, height, width, height]))
+  clip = lambda b: np.clip(b, 0, np.float32([width, height, width, height]))
+  boxes = clip(boxes)
   seen = np.flatnonzero((boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1))
   keep = seen[:max_faces]  # records list faces largest first
   slots = (np.arange(len(keep)),)
-  return {
+  example = {
       "image": np.ascontiguousarray(image),
       "boxes": _scatter(boxes[keep], slots, (max_faces,)),
       "landmarks": _scatter(landmarks[keep], slots, (max_faces,)),
@@ -335,11 +340,24 @@ def _frame_example(record: dict, rng: np.random.Generator | None, *, max_faces: 
       "has_landmarks": _scatter(inside[keep], slots, (max_faces,), False),
       "num_faces": np.int32(len(seen)),
   }
+  if max_groups:
+    group_boxes = clip(group_boxes)
+    shown = np.flatnonzero((group_boxes[:, 2] - group_boxes[:, 0] >= 1)
+                           & (group_boxes[:, 3] - group_boxes[:, 1] >= 1))
+    kept = shown[:max_groups]
+    group_slots = (np.arange(len(kept)),)
+    example.update({
+        "group_boxes": _scatter(group_boxes[kept], group_slots, (max_groups,)),
+        "group_labels": _scatter(np.asarray(record["group_labels"], np.int32)[kept], group_slots,
+                                 (max_groups,), -1),
+        "group_valid": _scatter(np.ones(len(kept), bool), group_slots, (max_groups,), False),
+        "num_groups": np.int32(len(shown))})
+  return example
 
 
 def train_frame_batches(source, *, batch_size: int, max_faces: int, seed: int, num_steps: int,
                         start_step: int = 0, scale: float = 1.0, flip: bool = True,
-                        read_threads: int = 2, workers: int = 0):
+                        read_threads: int = 2, workers: int = 0, max_groups: int = 0):
   """Iterator over this process's share of frames batches start_step .. num_steps-1 (detection).
 
   A batch (B = batch_size / process_count, G = max_faces, H x W the frame
@@ -352,24 +370,34 @@ def train_frame_batches(source, *, batch_size: int, max_faces: int, seed: int, n
   has_landmarks is False for a face with a landmark outside the frame. With
   `flip`, each frame is mirrored with probability 1/2 (seeded per example),
   boxes and landmarks with it, left and right landmarks swapped.
+
+  With max_groups > 0 (group proposals), also group_boxes [B, max_groups, 4]
+  (scaled, flipped and clipped like the faces), group_labels int32 (-1 in
+  empty slots), group_valid bool and num_groups int32 [B]: the record's first
+  max_groups groups with at least 1 x 1 px inside the frame.
   """
-  example_fn = functools.partial(_frame_example, max_faces=max_faces, scale=scale, flip=flip)
+  example_fn = functools.partial(_frame_example, max_faces=max_faces, scale=scale, flip=flip,
+                                 max_groups=max_groups)
   return _train_batches(source, example_fn, batch_size=batch_size, seed=seed, num_steps=num_steps,
                         start_step=start_step, read_threads=read_threads, workers=workers)
 
 
-def eval_frame_batches(source, batch_size: int, max_faces: int, scale: float = 1.0):
+def eval_frame_batches(source, batch_size: int, max_faces: int, scale: float = 1.0,
+                       max_groups: int = 0):
   """This process's share of frames batches covering the split once, unflipped.
 
   As train_frame_batches, plus frame_valid [B] (False on padding frames);
   `valid` [B, G] is False on every slot of a padding frame.
   """
   def example_fn(record, rng):
-    example = _frame_example(record, rng, max_faces=max_faces, scale=scale, flip=False)
+    example = _frame_example(record, rng, max_faces=max_faces, scale=scale, flip=False,
+                             max_groups=max_groups)
     example["face_valid"] = example.pop("valid")  # _eval_batches adds the frame's own "valid"
     return example
 
   for batch in _eval_batches(source, batch_size, example_fn):
     batch["frame_valid"] = batch.pop("valid")
     batch["valid"] = batch.pop("face_valid") & batch["frame_valid"][:, None]
+    if max_groups:
+      batch["group_valid"] &= batch["frame_valid"][:, None]
     yield batch

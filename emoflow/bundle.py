@@ -6,8 +6,12 @@
                           "sampling_fps": frames per second the video model was trained on,
                           "detector": {trunk, dtype, input_scale, score_threshold,
                                        nms_threshold} of a trained RetinaFace, if any,
+                          "rpn": {width, dtype, scales, ratios, input_scale,
+                                  score_threshold, nms_threshold, max_proposals,
+                                  min_size} of a trained group proposal network, if any,
                           "sources": {stage: {"workdir", "step"}}}
-    DIR/weights.msgpack  {"emonet": Flax variables, "group": ..., "video": ..., "detector": ...}
+    DIR/weights.msgpack  {"emonet": Flax variables, "group": ..., "video": ..., "detector": ...,
+                          "rpn": ...}
 
 Weights are Flax's msgpack serialisation of plain nested dicts of arrays, so
 loading needs no model structure and no training code. `save` writes a new
@@ -86,6 +90,7 @@ def load(directory: str) -> Bundle:
   for stage in ("emonet", "group"):
     if stage not in config or stage not in variables:
       raise ValueError(f"{directory}: the model lacks its {stage!r} stage")
-  if config.get("detector") is not None and "detector" not in variables:
-    raise ValueError(f"{directory}: model.json names a detector but weights.msgpack lacks it")
+  for stage in ("detector", "rpn"):
+    if config.get(stage) is not None and stage not in variables:
+      raise ValueError(f"{directory}: model.json names a {stage} but weights.msgpack lacks it")
   return Bundle(config, variables)

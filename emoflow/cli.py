@@ -2,7 +2,7 @@
 
   emoflow predict VIDEO --model DIR [--out DIR] [--detector auto|annotations|yunet|retinaface]
                   [--annotations JSON] [--yunet-model ONNX] [--retinaface-weights PTH]
-                  [--detector-scale S]
+                  [--detector-scale S] [--grouping kmeans|rpn]
                   [--fps F] [--batch-frames N]
                   [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet]
 
@@ -23,7 +23,11 @@ them out); `yunet` runs OpenCV's YuNet from its ONNX file (--yunet-model);
 public PyTorch checkpoint (--retinaface-weights, see
 emoflow/vision/retinaface_convert.py). `auto` takes --annotations when
 given, else the model directory's detector, else the annotation JSON beside
-the video. A user mistake ends with one line on stderr and exit code 2.
+the video. Groupings: `kmeans` (default) clusters each frame's faces by
+their centres; `rpn` runs the model directory's group proposal network
+(`export_model --rpn=RUN`) and puts each face in the proposal covering most
+of it, k-means for the faces none covers (vision.grouping.group_by_proposals).
+A user mistake ends with one line on stderr and exit code 2.
 """
 
 import argparse
@@ -51,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument("--detector-scale", type=float, help="RetinaFace sees the frames resized "
                        "by this (default: the scale it was trained at, else 1): above 1 for "
                        "small faces, below 1 for speed")
+  predict.add_argument("--grouping", default="kmeans", choices=("kmeans", "rpn"),
+                       help="how faces form groups: k-means over face centres, or the model "
+                       "directory's group proposal network (RPN)")
   predict.add_argument("--fps", type=float, help="frames per second to analyse (default: the "
                        "rate the model's video stage was trained on, else every frame)")
   predict.add_argument("--batch-frames", type=int, default=8, help="frames per batch")
@@ -151,7 +158,7 @@ def predict(args) -> None:
   if not os.path.isfile(args.video):
     raise FileNotFoundError(f"{args.video} does not exist")
   model = bundle.load(args.model)
-  runner = pipeline.Pipeline(model, make_detector(args, model))
+  runner = pipeline.Pipeline(model, make_detector(args, model), grouping=args.grouping)
   doc = runner.run(args.video, sampling_fps=args.fps, batch_frames=args.batch_frames,
                    progress=not args.quiet)
   out = args.out or os.path.splitext(args.video)[0] + "_emoflow"

@@ -10,9 +10,11 @@ functions the tasks evaluate with:
 2. the detector gives boxes and 5 landmarks per face; faces are aligned on
    the device (align.warp_faces) and EmoNet gives each its emotion and
    embedding;
-3. faces are grouped per frame by k-means over their centres
-   (vision.grouping); a group's faces fill the fusion's N slots largest
-   first (the records' order), and the group fusion labels each group;
+3. faces are grouped per frame (`grouping`): "kmeans" by k-means over
+   their centres (vision.grouping.group_faces), "rpn" by the bundle's group
+   proposal network (vision.rpn) and vision.grouping.group_by_proposals'
+   rule; a group's faces fill the fusion's N slots largest first (the
+   records' order), and the group fusion labels each group;
 4. the frames' groups (the G with most faces, in group order) go to the
    temporal model, which labels each frame and, from the last sampled frame,
    the video; the mean of the frame probabilities is reported too;
@@ -32,6 +34,7 @@ import time
 from collections import defaultdict
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -41,11 +44,12 @@ from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import individual as individual_task
 from emoflow.tasks import video as video_task
-from emoflow.vision import align, grouping, tracks
+from emoflow.vision import align, grouping, rpn, tracks
 from emoflow.vision import video as video_io
 
 UNKNOWN = "unknown"
 STAGES = ("decode", "detect", "align", "emonet", "group", "nvpf", "tnvpf")
+GROUPINGS = ("kmeans", "rpn")
 
 
 def _bucket(n: int, smallest: int = 16) -> int:
@@ -80,10 +84,42 @@ class FrameResult:
   tracks: np.ndarray | None = None  # [n]
 
 
+def _bundled_proposer(model: bundle_lib.Bundle) -> rpn.GroupProposer:
+  """The group proposal network stored in a model directory, at its run's thresholds."""
+  block = model.config.get("rpn")
+  if block is None:
+    raise ValueError("the model directory holds no group proposal network; add one with "
+                     "`experiments.export_model --rpn=RUN` or use --grouping kmeans")
+  network = rpn.RPN(num_anchors=len(block["scales"]) * len(block["ratios"]),
+                    width=block["width"], dtype=jnp.dtype(block["dtype"]))
+  return rpn.GroupProposer(network, model.variables["rpn"], scales=block["scales"],
+                           ratios=block["ratios"], input_scale=block["input_scale"],
+                           score_threshold=block["score_threshold"],
+                           nms_threshold=block["nms_threshold"],
+                           max_proposals=block["max_proposals"], min_size=block["min_size"])
+
+
+def _make_grouping(model: bundle_lib.Bundle, name: str, k_max: int):
+  """grouping(frames, boxes [F, K, 4], valid [F, K]) -> Groups per frame, for `name` in GROUPINGS."""
+  if name == "kmeans":
+    kmeans = jax.jit(jax.vmap(functools.partial(grouping.group_faces, k_max=k_max)))
+    return lambda frames, boxes, valid: kmeans(boxes, valid)
+  if name == "rpn":
+    proposer = _bundled_proposer(model)
+    by_proposals = jax.jit(jax.vmap(functools.partial(grouping.group_by_proposals, k_max=k_max)))
+
+    def group(frames, boxes, valid):
+      proposal_boxes, _, proposal_valid = proposer(frames)
+      return by_proposals(boxes, valid, proposal_boxes, proposal_valid)
+    return group
+  raise ValueError(f"unknown grouping {name!r}; known: {', '.join(GROUPINGS)}")
+
+
 class Pipeline:
   """Every stage of a model directory, jitted once per input shape."""
 
-  def __init__(self, model: bundle_lib.Bundle, detector, *, k_max: int = 10):
+  def __init__(self, model: bundle_lib.Bundle, detector, *, k_max: int = 10,
+               grouping: str = "kmeans"):
     self.model, self.detector = model, detector
     emonet_config = model.config["emonet"]
     self.emonet = EmoNet(num_classes=emonet_config["num_classes"],
@@ -99,7 +135,7 @@ class Pipeline:
     self.sampling_fps = model.config.get("sampling_fps")
     self._emonet = jax.jit(functools.partial(individual_task.predict, self.emonet))
     self._group = jax.jit(functools.partial(group_task.predict, self.group_fusion))
-    self._grouping = jax.jit(jax.vmap(functools.partial(grouping.group_faces, k_max=k_max)))
+    self._grouping = _make_grouping(model, grouping, k_max)
     self._warp = jax.jit(align.warp_faces)
     self._temporal = (None if self.temporal is None
                       else jax.jit(functools.partial(video_task.predict, self.temporal)))
@@ -124,7 +160,7 @@ class Pipeline:
     probs, embeddings = self._timed("emonet", self._emonet, self.model.variables["emonet"], faces)
     return frame_of, slot, np.asarray(probs)[:n], np.asarray(embeddings)[:n]
 
-  def _slots(self, members: np.ndarray, boxes: np.ndarray) -> list:
+  def slots(self, members: np.ndarray, boxes: np.ndarray) -> list:
     """A group's faces in slot order: largest first, ties by the left edge (the records' order)."""
     area = (boxes[members, 2] - boxes[members, 0]) * (boxes[members, 3] - boxes[members, 1])
     return [int(i) for i in members[np.lexsort((boxes[members, 0], -area))]]
@@ -143,7 +179,7 @@ class Pipeline:
     """The per-frame stages (detect .. group fusion) for a batch of sampled frames."""
     detections = self._timed("detect", self.detector, frames, list(indices))
     frame_of, slot, probs, embeddings = self._faces(frames, detections)
-    groups = self._timed("group", self._grouping, detections.boxes, detections.valid)
+    groups = self._timed("group", self._grouping, frames, detections.boxes, detections.valid)
     face_group = np.asarray(groups.face_group)
     results = []
     for f, index in enumerate(indices):
@@ -151,16 +187,16 @@ class Pipeline:
       boxes = np.asarray(detections.boxes)[f, slot[mine]]
       ids = face_group[f, slot[mine]]
       num_groups = int(groups.num_groups[f])
-      slots = [self._slots(np.flatnonzero(ids == g), boxes) for g in range(num_groups)]
+      slots = [self.slots(np.flatnonzero(ids == g), boxes) for g in range(num_groups)]
       results.append(FrameResult(
           index=int(index), boxes=boxes, landmarks=np.asarray(detections.landmarks)[f, slot[mine]],
           detection_scores=np.asarray(detections.scores)[f, slot[mine]],
           face_probs=probs[mine], embeddings=embeddings[mine], face_group=ids,
           group_boxes=np.asarray(groups.boxes)[f, :num_groups], group_probs=None,
           group_slots=slots))
-    return self._fuse_groups(results)
+    return self.fuse_groups(results)
 
-  def _fuse_groups(self, results: list[FrameResult]) -> list[FrameResult]:
+  def fuse_groups(self, results: list[FrameResult]) -> list[FrameResult]:
     """Every group of the batch through the group fusion in one call."""
     slots = [s for r in results for s in r.group_slots]
     if not slots:

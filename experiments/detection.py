@@ -29,6 +29,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from data_pipelines import loaders
+from emoflow import metrics
 from emoflow.tasks import detection
 from emoflow.train import loop, optimizer, parallel
 from emoflow.train.state import TrainState
@@ -52,43 +53,6 @@ def _prepare(config):
   return loaders.prepare(config.data.name, config.data.config, config.data.data_dir)
 
 
-def match_frame(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray) -> np.ndarray:
-  """Greedy matching of one frame: the face index [D] each detection matched, -1 for none.
-
-  Detections (boxes [D, 4], scores [D]) are taken in descending score (the
-  earlier on ties); each takes the unmatched face of gt [G, 4] it overlaps
-  most, if that IoU is >= 0.5.
-  """
-  matched = np.full(len(boxes), -1)
-  if not len(boxes) or not len(gt):
-    return matched
-  top_left = np.maximum(boxes[:, None, :2], gt[None, :, :2])
-  bottom_right = np.minimum(boxes[:, None, 2:], gt[None, :, 2:])
-  inter = np.prod(np.clip(bottom_right - top_left, 0, None), -1)
-  area = lambda b: np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), -1)
-  union = area(boxes)[:, None] + area(gt)[None] - inter
-  iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
-  free = np.ones(len(gt), bool)
-  for d in np.argsort(-scores, kind="stable"):
-    candidates = np.where(free, iou[d], -1.0)
-    best = int(np.argmax(candidates))
-    if candidates[best] >= IOU_THRESHOLD:
-      matched[d], free[best] = best, False
-  return matched
-
-
-def average_precision(scores: np.ndarray, true_positive: np.ndarray, num_faces: int) -> float:
-  """All-point interpolated AP of detections (scores, is-a-match) against num_faces faces."""
-  if num_faces == 0:
-    return float("nan")
-  order = np.argsort(-scores, kind="stable")
-  tp = np.cumsum(true_positive[order])
-  recall = np.concatenate([[0.0], tp / num_faces])
-  precision = np.concatenate([[1.0], tp / np.arange(1, len(order) + 1)])
-  precision = np.maximum.accumulate(precision[::-1])[::-1]
-  return float(np.sum(np.diff(recall) * precision[1:]))
-
-
 def _bucket_name(low: int, high: int) -> str:
   return f"{low}-{high - 1}" if high < 10_000 else f"{low}+"
 
@@ -99,7 +63,7 @@ def score(frames: list, *, score_threshold: float, size_buckets) -> dict:
       [], [], [], [], [], [])
   num_faces = 0
   for boxes, scores, gt in frames:
-    matched = match_frame(boxes, scores, gt)
+    matched = metrics.match_detections(boxes, scores, gt, IOU_THRESHOLD)
     gt_height = gt[:, 3] - gt[:, 1]
     num_faces += len(gt)
     face_heights.append(gt_height)
@@ -116,7 +80,7 @@ def score(frames: list, *, score_threshold: float, size_buckets) -> dict:
   heights, above = np.concatenate(det_heights), np.concatenate(kept_above)
   face_heights, hit = np.concatenate(face_heights), np.concatenate(matched_faces)
   ratio = lambda a, b: float(a / b) if b else float("nan")
-  results = {"AP": average_precision(scores, is_tp, num_faces),
+  results = {"AP": metrics.average_precision(scores, is_tp, num_faces),
              "recall": ratio(hit.sum(), num_faces),
              "precision": ratio((is_tp & above).sum(), above.sum()),
              "faces": num_faces, "detections": int(above.sum())}

@@ -1,13 +1,14 @@
 """Gather trained runs into one model directory for `emoflow predict`.
 
   python -m experiments.export_model --emonet=RUN --group=RUN [--video=RUN] [--detector=RUN]
-                                    --out=DIR
+                                    [--rpn=RUN] --out=DIR
 
 Takes each run's best checkpoint (else its latest): the EmoNet of an
 individual run, the fusion of a group run (trained on cached features) and,
 optionally, the temporal model of a video run and the RetinaFace of a
 detection run (with its input scale and thresholds, so `emoflow predict`
-finds faces with no download), and writes DIR/model.json +
+finds faces with no download) and the group proposal network of a proposals
+run (for `emoflow predict --grouping rpn`), and writes DIR/model.json +
 DIR/weights.msgpack (emoflow.bundle). The group and video runs must read the
 same EmoNet's features (their features.emonet_workdir is checked against
 --emonet). A user mistake ends with one line on stderr and exit code 2.
@@ -24,7 +25,8 @@ from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
 from emoflow.train import parallel
 from emoflow.train.state import TrainState
-from experiments import cache_features, command, detection, group, individual, sources, video
+from experiments import (cache_features, command, detection, group, individual, proposals, sources,
+                         video)
 from experiments.workdir import load_config
 
 FLAGS = flags.FLAGS
@@ -35,6 +37,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("group", None, "workdir of the group run (fusion on cached features)")
   flags.DEFINE_string("video", None, "workdir of the video run (optional)")
   flags.DEFINE_string("detector", None, "workdir of the detection (RetinaFace) run (optional)")
+  flags.DEFINE_string("rpn", None, "workdir of the group proposals (RPN) run (optional)")
   flags.DEFINE_string("out", None, "the model directory to write")
   flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
 
@@ -72,12 +75,18 @@ def _fusion_stage(workdir: str, task: str, emonet_workdir: str, embed_dim: int,
   return config, state, step
 
 
+def _restore(workdir: str, task: str, experiment, mesh) -> tuple:
+  """(config, state, step) of a detection or proposals run, from its best checkpoint."""
+  config = load_config(workdir, task)
+  model = experiment.make_model(config)
+  state, step = individual.restore_best(config, workdir, mesh,
+                                        lambda: experiment.initial_state(config, model))
+  return config, state, step
+
+
 def _detector(workdir: str, mesh) -> tuple[dict, TrainState, int]:
   """(model.json block, state, step) of a detection run: how emoflow.pipeline rebuilds it."""
-  config = load_config(workdir, "detection")
-  model = detection.make_model(config)
-  state, step = individual.restore_best(config, workdir, mesh,
-                                        lambda: detection.initial_state(config, model))
+  config, state, step = _restore(workdir, "detection", detection, mesh)
   block = {"trunk": config.model.trunk, "dtype": config.model.dtype,
            "input_scale": config.data.input_scale,
            "score_threshold": config.eval.score_threshold,
@@ -85,8 +94,20 @@ def _detector(workdir: str, mesh) -> tuple[dict, TrainState, int]:
   return block, state, step
 
 
+def _rpn(workdir: str, mesh) -> tuple[dict, TrainState, int]:
+  """(model.json block, state, step) of a proposals run: how emoflow.pipeline rebuilds it."""
+  config, state, step = _restore(workdir, "proposals", proposals, mesh)
+  block = {"width": config.model.width, "dtype": config.model.dtype,
+           "scales": list(config.model.scales), "ratios": list(config.model.ratios),
+           "input_scale": config.data.input_scale,
+           "score_threshold": config.eval.score_threshold,
+           "nms_threshold": config.eval.nms_threshold,
+           "max_proposals": config.eval.max_proposals, "min_size": config.eval.min_size}
+  return block, state, step
+
+
 def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, out: str,
-           detector_workdir: str | None = None) -> dict:
+           detector_workdir: str | None = None, rpn_workdir: str | None = None) -> dict:
   """Writes the model directory `out`; returns its model.json contents."""
   mesh = parallel.make_data_mesh()
   emonet_config = cache_features.run_config(emonet_workdir)
@@ -110,6 +131,9 @@ def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, o
   if detector_workdir:
     config["detector"], state, step = _detector(detector_workdir, mesh)
     stages["detector"] = (state, detector_workdir, step)
+  if rpn_workdir:
+    config["rpn"], state, step = _rpn(rpn_workdir, mesh)
+    stages["rpn"] = (state, rpn_workdir, step)
   variables = {name: jax.device_get(state.variables) for name, (state, _, _) in stages.items()}
   config["sources"] = {name: {"workdir": os.path.abspath(workdir), "step": step}
                        for name, (_, workdir, step) in stages.items()}
@@ -121,7 +145,7 @@ def main() -> None:
   for name in ("emonet", "group", "out"):
     if not FLAGS[name].value:
       raise ValueError(f"--{name} is required")
-  config = export(FLAGS.emonet, FLAGS.group, FLAGS.video, FLAGS.out, FLAGS.detector)
+  config = export(FLAGS.emonet, FLAGS.group, FLAGS.video, FLAGS.out, FLAGS.detector, FLAGS.rpn)
   steps = ", ".join(f"{name} step {source['step']}" for name, source in config["sources"].items())
   print(f"wrote {FLAGS.out} ({steps})")
 

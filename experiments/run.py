@@ -64,9 +64,9 @@ def resolve_config_argv(argv: list[str]) -> tuple[list[str], str]:
 
 def _tasks():
   from experiments import detection, group, individual, video  # noqa: PLC0415 - heavy imports after flags
-  from experiments import quickstart  # noqa: PLC0415
+  from experiments import proposals, quickstart  # noqa: PLC0415
   return {"individual": individual, "group": group, "video": video, "detection": detection,
-          "quickstart": quickstart}
+          "proposals": proposals, "quickstart": quickstart}
 
 
 def scalar_results(results: dict) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 from absl import flags
 
 from data_pipelines import annotations
+from emoflow import metrics
 from emoflow.labels import GROUP_EMOTIONS
 from experiments import command, detection
 
@@ -64,7 +65,7 @@ def score(predicted: dict, truth: annotations.Video) -> dict:
     scores = np.asarray([f["detection_score"] for f in frame["faces"]], np.float64)[shown]
     gt_boxes, seen = _inside(_boxes([f.box for f in gt.faces]), truth)
     det_frames.append((boxes, scores, gt_boxes))
-    for d, g in enumerate(detection.match_frame(boxes, scores, gt_boxes)):
+    for d, g in enumerate(metrics.match_detections(boxes, scores, gt_boxes)):
       if g < 0:
         continue
       face, gt_face = frame["faces"][shown[d]], gt.faces[seen[g]]

@@ -87,6 +87,22 @@ def test_group_vid_is_one_clip_per_video_sampled_at_2_per_second(manual_dir, dat
   assert val["label"] == GROUP_EMOTIONS.index("negative")
 
 
+def test_group_frames_hold_whole_frames_with_face_and_group_boxes(manual_dir, data_dir):
+  builder = loaders.prepare("gecv", "group_frames", data_dir, manual_dir)
+  frames = fake_datasets.records_by_source(builder, "train")
+  assert len(frames) == 7  # the sampled frames of a (4) and b (3), as group_vid samples them
+  frame = frames["gecv/train/a/000005"]
+  video = annotations.load(os.path.join(manual_dir, "train", "a.json"))
+  truth = next(f for f in video.frames if f.index == 5)
+  assert frame["image"].shape == (video.height, video.width, 3)
+  np.testing.assert_allclose(frame["group_boxes"], [g.box for g in truth.groups])
+  assert frame["group_labels"].tolist() == [GROUP_EMOTIONS.index(g.label) for g in truth.groups]
+  boxes = np.asarray([f.box for f in truth.faces], np.float32)
+  for face_box, g in zip(frame["boxes"], frame["face_group"]):  # faces largest first, each in its group
+    original = int(np.flatnonzero(np.all(np.isclose(boxes, face_box), 1))[0])
+    assert truth.groups[g].faces.count(original) == 1
+
+
 def test_ingestion_functions_serve_any_video_in_the_layout(manual_dir):
   paths = gecv.annotated_videos(os.path.join(manual_dir, "train"))
   assert [os.path.basename(p) for p in paths] == ["a.json", "b.json"]
@@ -96,8 +112,8 @@ def test_ingestion_functions_serve_any_video_in_the_layout(manual_dir):
   faces = list(gecv.video_examples(paths[0], "faces", frames_per_second=1.0, min_face_px=1))
   assert [key for key, _ in faces] == ["gecv/a/000000/f0", "gecv/a/000000/f1",
                                        "gecv/a/000010/f0", "gecv/a/000010/f1"]  # f2: unknown emotion
-  with pytest.raises(ValueError, match="unknown record kind 'frames'"):
-    list(gecv.video_examples(paths[0], "frames"))
+  with pytest.raises(ValueError, match="unknown record kind 'boxes'"):
+    list(gecv.video_examples(paths[0], "boxes"))
 
 
 def test_whole_frame_group_boxes_all_faces():
@@ -124,7 +140,7 @@ def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
   assert "lacks train/*.json" in empty
 
 
-@pytest.mark.parametrize("config", ["single_img", "group_img", "group_vid"])
+@pytest.mark.parametrize("config", ["single_img", "group_img", "group_vid", "group_frames"])
 def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(tmp_path, capsys, config):
   data_dir = tmp_path / "tfds"
   (tmp_path / "manual" / "train").mkdir(parents=True)

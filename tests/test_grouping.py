@@ -1,4 +1,4 @@
-"""Tests of face grouping: k-means over face centres with k chosen per frame."""
+"""Tests of face grouping: k-means over face centres with k chosen per frame, and grouping by proposed group boxes."""
 
 import jax
 import jax.numpy as jnp
@@ -158,3 +158,60 @@ def test_a_frame_with_no_faces_has_no_groups():
   assert int(groups.num_groups) == 0 and not groups.valid.any()
   np.testing.assert_array_equal(groups.face_group, -1)
   assert not np.any(groups.boxes) and not np.any(groups.centres)
+
+
+def _by_proposals(faces, proposals, **kwargs):
+  faces, proposals = np.float32(faces), np.float32(proposals)
+  boxes = np.zeros((8, 4), np.float32)
+  boxes[:len(faces)] = faces
+  return grouping.group_by_proposals(boxes, np.arange(8) < len(faces), proposals,
+                                     np.ones(len(proposals), bool), k_max=3, **kwargs)
+
+
+def test_faces_join_the_proposal_covering_most_of_them():
+  faces = [[0, 0, 10, 10],       # inside proposal 1 only
+           [40, 0, 50, 10],      # inside proposal 0 only
+           [18, 0, 28, 10],      # 80% in proposal 1 (x < 26), 20% in proposal 0 (x >= 26)
+           [22, 0, 30, 10],      # 50% in each: the earlier (better scored) proposal 0 wins
+           [300, 300, 310, 310]]  # in none: k-means, after the proposal groups
+  proposals = [[26, 0, 60, 20], [-5, -5, 26, 20], [500, 500, 600, 600]]  # the last one gets nobody
+  groups = _by_proposals(faces, proposals)
+  np.testing.assert_array_equal(np.asarray(groups.face_group)[:5], [1, 0, 1, 0, 2])
+  np.testing.assert_array_equal(np.asarray(groups.face_group)[5:], -1)
+  assert int(groups.num_groups) == 3 and groups.boxes.shape == (6, 4)
+  np.testing.assert_array_equal(groups.valid, [True, True, True, False, False, False])
+  # A group's box is the union of its faces' boxes, not the proposal.
+  np.testing.assert_allclose(groups.boxes[:3], [[22, 0, 50, 10], [0, 0, 28, 10],
+                                                [300, 300, 310, 310]])
+  np.testing.assert_allclose(groups.centres[2], [305, 305])
+
+
+def test_min_cover_decides_who_falls_back_to_kmeans():
+  faces = [[0, 0, 10, 10], [8, 0, 18, 10]]  # the second is 20% inside the proposal
+  proposals = [[-1, -1, 10, 11]]
+  assert np.asarray(_by_proposals(faces, proposals).face_group)[:2].tolist() == [0, 1]
+  loose = _by_proposals(faces, proposals, min_cover=0.2)
+  assert np.asarray(loose.face_group)[:2].tolist() == [0, 0]
+
+
+def test_without_proposals_it_is_kmeans():
+  boxes, valid, _ = _layout(np.random.default_rng(7), num_groups=3)
+  none = grouping.group_by_proposals(boxes, valid, np.zeros((4, 4), np.float32), np.zeros(4, bool))
+  kmeans = grouping.group_faces(boxes, valid)
+  np.testing.assert_array_equal(none.face_group, kmeans.face_group)
+  np.testing.assert_allclose(none.boxes[:10], kmeans.boxes)
+  assert none.boxes.shape == (14, 4)
+
+
+def test_proposal_grouping_vmaps_over_frames():
+  rng = np.random.default_rng(8)
+  boxes = rng.uniform(0, 200, (3, 8, 2)).astype(np.float32)
+  boxes = np.concatenate([boxes, boxes + 10], -1)
+  valid = rng.random((3, 8)) < 0.8
+  proposals = np.float32([[0, 0, 100, 100], [100, 0, 210, 210]])[None].repeat(3, 0)
+  proposal_valid = np.array([[True, True], [True, False], [False, False]])
+  batched = jax.jit(jax.vmap(grouping.group_by_proposals))(boxes, valid, proposals, proposal_valid)
+  for f in range(3):
+    single = grouping.group_by_proposals(boxes[f], valid[f], proposals[f], proposal_valid[f])
+    np.testing.assert_array_equal(batched.face_group[f], single.face_group)
+    np.testing.assert_allclose(batched.boxes[f], single.boxes)

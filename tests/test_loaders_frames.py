@@ -103,3 +103,45 @@ def test_train_batches_are_a_function_of_seed_and_step(source):
   other = next(loaders.train_frame_batches(source, **{**kwargs, "seed": 4}))
   assert not np.array_equal(other["image"], run[0]["image"])
   assert all(b["valid"].any() for b in run)
+
+
+def test_records_carry_groups_whose_boxes_enclose_their_faces(source):
+  for i in range(len(source)):
+    record = source[i]
+    face_group, boxes = np.asarray(record["face_group"]), np.asarray(record["boxes"])
+    assert len(face_group) == len(boxes)
+    assert len(record["group_boxes"]) == len(record["group_labels"]) > 0
+    assert set(np.asarray(record["group_labels"]).tolist()) <= {0, 1, 2}
+    for g, group_box in enumerate(np.asarray(record["group_boxes"])):
+      members = boxes[face_group == g]
+      assert len(members), f"group {g} of record {i} has no face"
+      # SynthCrowd's group box is the union of its visible members' boxes.
+      np.testing.assert_allclose(group_box[:2], members[:, :2].min(0), atol=0.01)
+      np.testing.assert_allclose(group_box[2:], members[:, 2:].max(0), atol=0.01)
+
+
+def test_group_slots_are_scaled_flipped_clipped_and_padded(source):
+  record = source[1]
+  width, height = 640, 360
+  plain = loaders._frame_example(record, None, max_faces=4, scale=0.5, flip=True, max_groups=8)
+  seeds = [s for s in range(20) if np.random.default_rng(s).random() < 0.5]
+  flipped = loaders._frame_example(record, np.random.default_rng(seeds[0]), max_faces=4,
+                                   scale=0.5, flip=True, max_groups=8)
+  want = np.clip(np.asarray(record["group_boxes"]), 0, [width, height, width, height]) / 2
+  n = len(want)
+  assert plain["num_groups"] == n and plain["group_valid"].tolist() == [True] * n + [False] * (8 - n)
+  np.testing.assert_allclose(plain["group_boxes"][:n], want, atol=1e-4)
+  np.testing.assert_array_equal(plain["group_boxes"][n:], 0)
+  np.testing.assert_array_equal(plain["group_labels"], list(record["group_labels"]) + [-1] * (8 - n))
+  np.testing.assert_allclose(flipped["group_boxes"][:n],
+                             np.stack([320 - want[:, 2], want[:, 1], 320 - want[:, 0], want[:, 3]], 1),
+                             atol=1e-4)
+  assert "group_boxes" not in loaders._frame_example(record, None, max_faces=4, scale=1, flip=False)
+
+
+def test_eval_batches_mask_the_groups_of_padding_frames(source):
+  batches = list(loaders.eval_frame_batches(source, 6, 4, max_groups=4))
+  last = batches[-1]
+  assert not last["frame_valid"].all()  # 64 frames in batches of 6 end with padding
+  assert not last["group_valid"][~last["frame_valid"]].any()
+  assert last["group_valid"][last["frame_valid"]].any(1).all()

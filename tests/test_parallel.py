@@ -1,5 +1,6 @@
 """Data parallelism: one train step of every level on 1 device equals the same step on 8 CPU
-devices (EmoNet; NVPF as FeC; TNVPF; RetinaFace), BatchNorm over the global batch included.
+devices (EmoNet; NVPF as FeC; TNVPF; RetinaFace; the RPN, its anchor sampling included), BatchNorm
+over the global batch included.
 
 Compared in float64: in float32 EmoNet's gradients at initialisation differ by
 ~1e-2 relative between any two summation orders (see STACK.md), which would
@@ -14,10 +15,10 @@ import numpy as np
 import pytest
 
 from emoflow.models import TNVPF, EmoNet, priors
-from emoflow.tasks import detection, group, individual, video
+from emoflow.tasks import detection, group, individual, proposals, video
 from emoflow.train import optimizer, parallel
 from emoflow.train.state import TrainState
-from emoflow.vision import retinaface
+from emoflow.vision import retinaface, rpn
 
 B = 16  # two examples per device on 8 devices
 
@@ -66,14 +67,20 @@ def _tnvpf(rng):
   return video.make_train_step(fusion), variables, batch
 
 
+def _bright_boxes(rng, images, corners, sizes, square: bool):
+  """Two boxes per image [B, 2, 4] (x0, y0, x1, y1), drawn as bright rectangles into `images`."""
+  corners = rng.integers(*corners, (B, 2, 2)).astype(np.float32)
+  boxes = np.concatenate([corners, corners + rng.integers(*sizes, (B, 2, 1 if square else 2))], -1)
+  for i, j in np.ndindex(B, 2):
+    x0, y0, x1, y1 = boxes[i, j].astype(int)
+    images[i, y0:y1, x0:x1] = 200
+  return boxes
+
+
 def _retinaface(rng):
   model = retinaface.RetinaFace("mobilenet0.25", dtype=jnp.float64)
   images = rng.integers(0, 60, (B, 64, 64, 3), dtype=np.uint8)
-  corners = rng.integers(4, 30, (B, 2, 2)).astype(np.float32)
-  boxes = np.concatenate([corners, corners + rng.integers(12, 30, (B, 2, 1))], -1)
-  for i, j in np.ndindex(B, 2):  # bright squares where the faces are
-    x0, y0, x1, y1 = boxes[i, j].astype(int)
-    images[i, y0:y1, x0:x1] = 200
+  boxes = _bright_boxes(rng, images, (4, 30), (12, 30), square=True)  # where the faces are
   centre = (boxes[..., :2] + boxes[..., 2:]) / 2
   batch = {"image": images, "boxes": boxes, "valid": rng.random((B, 2)) < 0.8,
            "landmarks": np.repeat(centre[..., None, :], 5, -2).astype(np.float32),
@@ -83,7 +90,19 @@ def _retinaface(rng):
   return detection.make_train_step(model), variables, batch
 
 
-LEVELS = {"emonet": _emonet, "nvpf": _nvpf, "tnvpf": _tnvpf, "retinaface": _retinaface}
+def _rpn(rng):
+  model = rpn.RPN(num_anchors=6, width=0.125, dtype=jnp.float64)
+  images = rng.integers(0, 60, (B, 64, 64, 3), dtype=np.uint8)
+  boxes = _bright_boxes(rng, images, (0, 30), (10, 34), square=False)  # where the groups are
+  batch = {"image": images, "group_boxes": boxes, "group_valid": rng.random((B, 2)) < 0.8}
+  batch["group_valid"][:, 0] = True
+  variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+  return proposals.make_train_step(model, scales=(16.0, 32.0), ratios=(0.5, 1.0, 2.0),
+                                   per_image=32), variables, batch
+
+
+LEVELS = {"emonet": _emonet, "nvpf": _nvpf, "tnvpf": _tnvpf, "retinaface": _retinaface,
+          "rpn": _rpn}
 
 
 def _one_step(level: str, devices):

@@ -19,7 +19,7 @@ from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
-from emoflow.vision import retinaface
+from emoflow.vision import retinaface, rpn
 from emoflow.vision import video as video_io
 
 M, N, G = 16, 4, 3
@@ -30,7 +30,8 @@ VIDEO_MODEL = {"cell": "tnvpf", "num_classes": 3, "max_groups": G, "max_faces": 
                "group_pooling": "mean", "prior": "learned_gaussian", "nll_weight": 0.0}
 
 
-def _save_bundle(directory, with_video: bool = True, with_detector: bool = False) -> None:
+def _save_bundle(directory, with_video: bool = True, with_detector: bool = False,
+                 with_rpn: bool = False) -> None:
   """Untrained models of every stage, saved as export_model does."""
   emonet = EmoNet(num_classes=8, embed_dim=M).init(jax.random.key(0), jnp.zeros((1, 112, 112, 3)))
   fusion = group_task.make_fusion(ml_collections.ConfigDict(GROUP_MODEL))
@@ -49,6 +50,12 @@ def _save_bundle(directory, with_video: bool = True, with_detector: bool = False
                                                          jnp.zeros((1, 64, 64, 3)))
     config["detector"] = {"trunk": "mobilenet0.25", "dtype": "float32", "input_scale": 0.5,
                           "score_threshold": 0.0, "nms_threshold": 0.4}
+  if with_rpn:  # untrained: offsets near 0, so its proposals are anchors (threshold 0)
+    variables["rpn"] = rpn.RPN(num_anchors=4, width=0.125).init(jax.random.key(4),
+                                                               jnp.zeros((1, 64, 64, 3)))
+    config["rpn"] = {"width": 0.125, "dtype": "float32", "scales": [40.0, 80.0],
+                     "ratios": [1.0, 2.0], "input_scale": 0.5, "score_threshold": 0.0,
+                     "nms_threshold": 0.7, "max_proposals": 6, "min_size": 1.0}
   bundle.save(str(directory), config, jax.device_get(variables))
 
 
@@ -147,6 +154,18 @@ def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
   assert [len(f["faces"]) for f in doc["frames"]] == [5] * len(doc["frames"])
 
 
+def test_predict_groups_by_the_model_directorys_rpn(tmp_path, clip):
+  path, _ = clip
+  _save_bundle(tmp_path / "m", with_video=False, with_rpn=True)
+  result = _predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
+                    "--no-video", "--grouping", "rpn")
+  assert result.returncode == 0, result.stderr[-3000:]
+  doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
+  _check_schema(doc)
+  for frame in doc["frames"]:  # every face in exactly one group, whatever the proposals
+    assert sorted(i for g in frame["groups"] for i in g["faces"]) == list(range(len(frame["faces"])))
+
+
 def test_a_video_without_faces_gives_empty_lists_and_unknown(tmp_path, model_dir):
   path = str(tmp_path / "empty.mp4")
   with video_io.write_video(path, 5.0, (64, 48)) as write:
@@ -183,6 +202,9 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
           "no detector; see experiments.export_model --detector)",
       (path, "--model", model_dir, "--detector", "retinaface", "--retinaface-weights",
        str(tmp_path / "none.pth")): f"error: {tmp_path}/none.pth does not exist",
+      (path, "--model", model_dir, "--grouping", "rpn"):
+          "error: the model directory holds no group proposal network; add one with "
+          "`experiments.export_model --rpn=RUN` or use --grouping kmeans",
   }
   for args, message in cases.items():
     result = _predict(*args, "--quiet")

@@ -16,8 +16,8 @@ def test_unknown_config_lists_known_ones():
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       "error: unknown config 'nope'; known: emonet_affectnet, emonet_synthcrowd, nvpf_emotiw, "
-      "nvpf_gecv, nvpf_synthcrowd, quickstart, retinaface_synthcrowd, tnvpf_gecv, "
-      "tnvpf_synthcrowd, tnvpf_vgaf"]
+      "nvpf_gecv, nvpf_synthcrowd, quickstart, retinaface_synthcrowd, rpn_gecv, rpn_synthcrowd, "
+      "tnvpf_gecv, tnvpf_synthcrowd, tnvpf_vgaf"]
 
 
 def test_unknown_variant_is_one_line(tmp_path):

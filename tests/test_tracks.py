@@ -20,12 +20,6 @@ def _observe(rng, identities, noise=0.3):
   return identities + noise * rng.normal(size=identities.shape)
 
 
-def test_box_iou():
-  a = np.array([_box(0, 0, 10), _box(100, 100, 10)])
-  b = np.array([_box(5, 0, 10), _box(0, 0, 10), [0, 0, 0, 0]])
-  np.testing.assert_allclose(tracks.box_iou(a, b), [[1 / 3, 1, 0], [0, 0, 0]])
-
-
 def test_smooth_motion_keeps_ids():
   rng = np.random.default_rng(0)
   people = _identities(rng, 4)

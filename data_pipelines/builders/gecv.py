@@ -21,6 +21,8 @@ Configs (the paper's three GECV datasets):
   least `min_face_px` (100, as the paper) tall.
 - group_img: groups records, one per annotated group of every sampled frame.
 - group_vid: clips records, one per video, from its sampled frames.
+- group_frames: frames records (whole frames with face and group boxes), one
+  per sampled frame: the RPN's training data (the paper's GECV-GroupImg).
 """
 
 import dataclasses
@@ -75,12 +77,12 @@ def whole_frame_group(frame: annotations.Frame, label: str) -> annotations.Frame
   return dataclasses.replace(frame, label=label, groups=groups)
 
 
-KINDS = ("faces", "groups", "clips")  # the records.FEATURES kinds made from annotated videos
+KINDS = ("faces", "groups", "clips", "frames")  # the records.FEATURES kinds made from annotated videos
 
 
 def examples(video: annotations.Video, video_path: str, kind: str, source: str,
              frames_per_second: float | None = 2.0, min_face_px: int = 1):
-  """Yields (key, record) of `kind` (faces | groups | clips) for one video; keys start with `source`."""
+  """Yields (key, record) of `kind` (faces | groups | clips | frames) for one video; keys start with `source`."""
   if kind not in KINDS:
     raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(KINDS)}")
   frames = {frame.index: frame for frame in sample_frames(video, frames_per_second)}
@@ -95,6 +97,8 @@ def examples(video: annotations.Video, video_path: str, kind: str, source: str,
     frame_source = f"{source}/{frame.index:06d}"
     if kind == "faces":
       yield from records.face_examples(image, frame, frame_source, min_face_px)
+    elif kind == "frames":
+      yield frame_source, records.frame_example(image, frame, frame_source)
     else:
       yield from records.group_examples(image, frame, frame_source)
 
@@ -120,8 +124,9 @@ class GecvConfig(tfds.core.BuilderConfig):
 class Gecv(tfds.core.GeneratorBasedBuilder):
   """GECV: crowd videos annotated with faces, individual emotions and emotion groups."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "single_img, group_img and group_vid from annotated videos"}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "single_img, group_img and group_vid from annotated videos",
+                   "1.1.0": "group_frames: whole frames with face and group boxes (RPN)"}
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   Put the annotated videos in the manual directory as
   MANUAL_DIR/train/NAME.mp4 + NAME.json, MANUAL_DIR/val/..., and optionally
@@ -136,6 +141,8 @@ class Gecv(tfds.core.GeneratorBasedBuilder):
                  description="every annotated group of frames sampled at 2/s"),
       GecvConfig(name="group_vid", kind="clips",
                  description="one clip per video from frames sampled at 2/s"),
+      GecvConfig(name="group_frames", kind="frames",
+                 description="whole frames sampled at 2/s with face and group boxes (RPN)"),
   ]
   DEFAULT_CONFIG_NAME = "group_img"
 

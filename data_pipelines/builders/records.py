@@ -85,6 +85,9 @@ def frames_features() -> tfds.features.FeaturesDict:
       "boxes": _tensor((None, 4), np.float32),
       "landmarks": _tensor((None, 5, 2), np.float32),
       "face_px": _tensor((None,), np.int32),
+      "face_group": _tensor((None,), np.int32),
+      "group_boxes": _tensor((None, 4), np.float32),
+      "group_labels": _tensor((None,), np.int32),
       "source": tfds.features.Text(),
   })
 
@@ -137,13 +140,23 @@ def face_list(image: np.ndarray, faces: list) -> dict:
 
 
 def frame_example(image: np.ndarray, frame: annotations.Frame, source: str) -> dict:
-  """The frames record of one annotated frame: the image (JPEG) and its faces in face order."""
+  """The frames record of one annotated frame: the image (JPEG), its faces in face order and its groups.
+
+  face_group is each face's index into group_boxes / group_labels (in the
+  annotation's group order), -1 for a face in no group.
+  """
   boxes = np.array([f.box for f in frame.faces], np.float32).reshape(-1, 4)
   sizes = np.array([face_px(b) for b in boxes], np.int32)
   order = face_order(sizes, boxes)
   landmarks = np.array([f.landmarks for f in frame.faces], np.float32).reshape(-1, 5, 2)
+  face_group = np.full(len(boxes), -1, np.int32)
+  for g, group in enumerate(frame.groups):
+    face_group[list(group.faces)] = g
   return {"image": encode_jpeg(image), "boxes": boxes[order], "landmarks": landmarks[order],
-          "face_px": sizes[order], "source": source}
+          "face_px": sizes[order], "face_group": face_group[order],
+          "group_boxes": np.array([g.box for g in frame.groups], np.float32).reshape(-1, 4),
+          "group_labels": np.array([group_emotion_index(g.label) for g in frame.groups], np.int32),
+          "source": source}
 
 
 def group_examples(image: np.ndarray, frame: annotations.Frame, source: str) -> list[tuple[str, dict]]:

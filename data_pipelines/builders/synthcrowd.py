@@ -14,8 +14,9 @@ rendered in under a minute each on 2 cores):
   (the GECV layout) and ingested by the gecv builder's own code into clips
   records (records.clips_features). num_examples counts videos.
 - `frames*`: whole crowd frames (JPEG, quality 95) with every face's box and
-  5 landmarks (records.frames_features), to train and score the face
-  detector (RetinaFace). num_examples counts frames.
+  5 landmarks and every group's box and label (records.frames_features), to
+  train and score the face detector (RetinaFace) and the group proposal
+  network (RPN). num_examples counts frames.
 Every example is a pure function of (config seed, split, index), so a
 dataset is reproducible from its name.
 """
@@ -49,8 +50,15 @@ class SynthcrowdConfig(tfds.core.BuilderConfig):
   frames_per_second: float = 2.0  # clips: frames kept per second of video
 
 
+# The frames configs alone moved on (their records gained groups): a version per config keeps
+# the other configs' rendered data valid.
+FRAMES_VERSION = tfds.core.Version("1.3.0")
+
+
 def _config(kind: str, size: str, counts: tuple, **kwargs) -> SynthcrowdConfig:
   name = kind if size == "full" else f"{kind}_{size}"
+  if kind == "frames":
+    kwargs["version"] = FRAMES_VERSION
   unit = {"faces": "aligned faces", "groups": "crowd frames cut into groups",
           "clips": "crowd videos", "frames": "crowd frames with face boxes"}[kind]
   return SynthcrowdConfig(
@@ -130,9 +138,9 @@ def _render_chunk(job) -> list[tuple[str, dict]]:
 class Synthcrowd(tfds.core.GeneratorBasedBuilder):
   """SynthCrowd: procedural faces, crowd frames and crowd videos with GECV-shaped labels."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.2.0")  # frames configs: FRAMES_VERSION
   RELEASE_NOTES = {"1.0.0": "faces configs", "1.1.0": "groups and clips configs",
-                   "1.2.0": "frames configs"}
+                   "1.2.0": "frames configs", "1.3.0": "frames records carry their groups"}
   BUILDER_CONFIGS = [
       _config("faces", "tiny", (512, 128, 128)),
       _config("faces", "small", (12000, 1600, 1600)),

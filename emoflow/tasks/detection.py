@@ -44,12 +44,8 @@ def encode(boxes: jax.Array, landmarks: jax.Array, anchors: jax.Array,
   Boxes must have positive width and height (the size is a log ratio).
   """
   centre, size = anchors[:, :2], anchors[:, 2:]
-  box_centre = (boxes[..., :2] + boxes[..., 2:]) / 2
-  box_size = boxes[..., 2:] - boxes[..., :2]
-  loc = jnp.concatenate([(box_centre - centre) / (variances[0] * size),
-                         jnp.log(box_size / size) / variances[1]], -1)
   landm = (landmarks - centre[:, None]) / (variances[0] * size[:, None])
-  return loc, landm.reshape(*landm.shape[:-2], 10)
+  return detect.encode_boxes(boxes, anchors, variances), landm.reshape(*landm.shape[:-2], 10)
 
 
 def match(gt_boxes: jax.Array, gt_valid: jax.Array, anchors: jax.Array, threshold: float = 0.35,

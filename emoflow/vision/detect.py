@@ -141,7 +141,7 @@ class YuNetDetector:
     return Detections.from_lists([self._frame(frame) for frame in frames], self.max_faces)
 
 
-# --- anchors, decoding and NMS (RetinaFace) -------------------------------------------
+# --- anchors, box coding and NMS (RetinaFace, RPN) -------------------------------------------
 
 
 def make_anchors(image_size: tuple[int, int], strides: Sequence[int] = (8, 16, 32),
@@ -165,13 +165,39 @@ def make_anchors(image_size: tuple[int, int], strides: Sequence[int] = (8, 16, 3
   return np.concatenate(levels).astype(np.float32)
 
 
+def decode_boxes(deltas: jax.Array, anchors: jax.Array,
+                 variances: tuple[float, float] = (1.0, 1.0)) -> jax.Array:
+  """Box offsets [..., A, 4] (dx, dy, dw, dh) from anchors [A, 4] (cx, cy, w, h) -> (x0, y0, x1, y1).
+
+  The R-CNN parametrisation: a centre offset in units of variances[0] *
+  anchor size and a log size ratio in units of variances[1] (RetinaFace uses
+  (0.1, 0.2), the RPN (1, 1)).
+  """
+  centre, size = anchors[:, :2], anchors[:, 2:]
+  box_centre = centre + deltas[..., :2] * variances[0] * size
+  box_size = size * jnp.exp(deltas[..., 2:] * variances[1])
+  return jnp.concatenate([box_centre - box_size / 2, box_centre + box_size / 2], -1)
+
+
+def encode_boxes(boxes: jax.Array, anchors: jax.Array,
+                 variances: tuple[float, float] = (1.0, 1.0)) -> jax.Array:
+  """The inverse of decode_boxes: boxes [..., A, 4] -> offsets [..., A, 4].
+
+  Boxes must have positive width and height (the size is a log ratio).
+  """
+  centre, size = anchors[:, :2], anchors[:, 2:]
+  box_centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+  box_size = boxes[..., 2:] - boxes[..., :2]
+  return jnp.concatenate([(box_centre - centre) / (variances[0] * size),
+                          jnp.log(box_size / size) / variances[1]], -1)
+
+
 @jax.jit
 def decode(loc: jax.Array, landm: jax.Array, anchors: jax.Array,
            variances: tuple[float, float] = (0.1, 0.2)) -> tuple[jax.Array, jax.Array]:
   """Head outputs -> boxes [..., A, 4] (x0, y0, x1, y1) and landmarks [..., A, 5, 2], in anchor units.
 
-  The SSD / RetinaFace parametrisation: a centre offset in units of
-  variances[0] * anchor size, a log size ratio in units of variances[1], and
+  The SSD / RetinaFace parametrisation: decode_boxes with `variances`, and
   each landmark an offset from the anchor centre like the box centre.
 
   Args:
@@ -180,9 +206,7 @@ def decode(loc: jax.Array, landm: jax.Array, anchors: jax.Array,
     anchors: [A, 4] (cx, cy, w, h) from make_anchors.
   """
   centre, size = anchors[:, :2], anchors[:, 2:]
-  box_centre = centre + loc[..., :2] * variances[0] * size
-  box_size = size * jnp.exp(loc[..., 2:] * variances[1])
-  boxes = jnp.concatenate([box_centre - box_size / 2, box_centre + box_size / 2], -1)
+  boxes = decode_boxes(loc, anchors, variances)
   offsets = landm.reshape(*landm.shape[:-1], 5, 2)
   landmarks = centre[:, None] + offsets * variances[0] * size[:, None]
   return boxes, landmarks

@@ -26,6 +26,9 @@ Everything is jitted with static shapes: K face slots with a `valid` mask,
 G = k_max group slots, a fixed number of Lloyd iterations, and a
 deterministic farthest-point initialisation, so the same faces always give
 the same groups. One frame per call; vmap over frames.
+
+`group_by_proposals` groups by proposed group boxes instead (the paper's RPN,
+vision.rpn), falling back on k-means for the faces no proposal covers.
 """
 
 import functools
@@ -147,17 +150,60 @@ def group_faces(boxes: jax.Array, valid: jax.Array, k_max: int = 10, max_radius:
       raise ValueError(f"k must lie in [1, k_max={k_max}], got {k}")
     centres, assignment = run(k)
 
-  # Groups that ended with no face free their slot; the others move up in order.
-  members = (assignment[:, None] == jnp.arange(k_max)[None]) & valid[:, None]  # [K, G]
+  return assemble(boxes, valid, assignment, k_max, centres)
+
+
+def assemble(boxes: jax.Array, valid: jax.Array, assignment: jax.Array, num_slots: int,
+             centres: jax.Array | None = None) -> Groups:
+  """Groups from each face's slot in [0, num_slots): slots with no face are freed, the others
+  move up in order; a group's box is the union of its faces' boxes.
+
+  centres: [num_slots, 2] per slot (k-means' own); default the mean face centre.
+  """
+  members = (assignment[:, None] == jnp.arange(num_slots)[None]) & valid[:, None]  # [K, G]
   used = members.any(0)
-  slot = jnp.where(used, jnp.cumsum(used) - 1, k_max)
+  slot = jnp.where(used, jnp.cumsum(used) - 1, num_slots)
   lo = jnp.min(jnp.where(members[..., None], boxes[:, None, :2], jnp.inf), 0)
   hi = jnp.max(jnp.where(members[..., None], boxes[:, None, 2:], -jnp.inf), 0)
   group_boxes = jnp.where(used[:, None], jnp.concatenate([lo, hi], -1), 0.0)
+  if centres is None:
+    centres = members.T @ face_centres(boxes) / jnp.maximum(members.sum(0), 1)[:, None]
   compacted = lambda x: jnp.zeros_like(x).at[slot].set(x, mode="drop")
   return Groups(
-      face_group=jnp.where(valid, slot[jnp.clip(assignment, 0)], -1).astype(jnp.int32),
+      face_group=jnp.where(valid, slot[jnp.clip(assignment, 0, num_slots - 1)], -1).astype(jnp.int32),
       boxes=compacted(group_boxes),
       centres=compacted(jnp.where(used[:, None], centres, 0.0)),
       valid=compacted(used),
       num_groups=used.sum().astype(jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def group_by_proposals(boxes: jax.Array, valid: jax.Array, proposal_boxes: jax.Array,
+                       proposal_valid: jax.Array, k_max: int = 10, min_cover: float = 0.5,
+                       max_radius: float = 3.0) -> Groups:
+  """Groups one frame's faces by proposed group boxes (the RPN's), k-means for the rest.
+
+  The rule: a face joins the proposal that covers the largest fraction of
+  its box (intersection / face area), if that fraction is >= min_cover;
+  among equal covers, the earlier proposal (proposals come best score
+  first). Proposals that no face joins are dropped. The faces no proposal
+  covers enough are grouped among themselves by group_faces (k_max,
+  max_radius), after the proposal groups. G = P + k_max slots.
+
+  Args:
+    boxes: float [K, 4] face boxes (x0, y0, x1, y1) pixels; valid: bool [K].
+    proposal_boxes: float [P, 4] in the same pixels, best first; proposal_valid: bool [P].
+  """
+  boxes = boxes.astype(jnp.float32)
+  proposal_boxes = proposal_boxes.astype(jnp.float32)
+  num_proposals = proposal_boxes.shape[0]
+  top_left = jnp.maximum(boxes[:, None, :2], proposal_boxes[None, :, :2])
+  bottom_right = jnp.minimum(boxes[:, None, 2:], proposal_boxes[None, :, 2:])
+  inter = jnp.prod(jnp.clip(bottom_right - top_left, 0), -1)  # [K, P]
+  area = jnp.prod(jnp.clip(boxes[:, 2:] - boxes[:, :2], 0), -1)
+  cover = jnp.where(proposal_valid[None], inter / jnp.maximum(area, 1e-6)[:, None], -1.0)
+  chosen = jnp.argmax(cover, 1)
+  covered = valid & (cover.max(1) >= min_cover)
+  rest = group_faces(boxes, valid & ~covered, k_max=k_max, max_radius=max_radius)
+  assignment = jnp.where(covered, chosen, num_proposals + rest.face_group)
+  return assemble(boxes, valid, assignment, num_proposals + k_max)

@@ -31,15 +31,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """IoU [n, m] of boxes a [n, 4] and b [m, 4] (x0, y0, x1, y1)."""
-  lo = np.maximum(a[:, None, :2], b[None, :, :2])
-  hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-  inter = np.prod(np.clip(hi - lo, 0, None), -1)
-  area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), -1)
-  union = area(a)[:, None] + area(b)[None] - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+from emoflow import metrics
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -97,7 +89,7 @@ class Tracker:
     track_of = np.full(len(boxes), -1, np.int64)
     if not len(self._ids) or not len(boxes):
       return track_of
-    iou = box_iou(self._boxes, boxes)
+    iou = metrics.box_iou_matrix(self._boxes, boxes)
     affinity = self.iou_weight * iou + (1 - self.iou_weight) * (self._embeddings @ embeddings.T)
     rows, cols = np.nonzero((iou >= self.min_iou) & (affinity >= self.min_affinity))
     taken = np.zeros(len(self._ids), bool)

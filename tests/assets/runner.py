@@ -10,3 +10,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def run_experiment(*args, timeout: int = 600) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", "experiments.run", *map(str, args)], cwd=ROOT,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def train_then_eval(*args) -> subprocess.CompletedProcess:
+  """Trains with `args` (which name --workdir=W), then evaluates W; asserts both succeed and that
+  the evaluation's table equals the training's. Returns the training run."""
+  trained = run_experiment(*args)
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  evaluated = run_experiment(*args, "--mode=eval")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  workdir = next(a for a in map(str, args) if a.startswith("--workdir="))[len("--workdir="):]
+  tables = [open(os.path.join(workdir, name)).read().splitlines()[2:]
+            for name in ("results.md", "results_validation.md")]
+  assert tables[0] == tables[1]
+  return trained
