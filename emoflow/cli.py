@@ -4,7 +4,7 @@
                   [--annotations JSON] [--yunet-model ONNX] [--retinaface-weights PTH]
                   [--detector-scale S] [--grouping kmeans|rpn]
                   [--fps F] [--batch-frames N]
-                  [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet]
+                  [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet] [--debug]
 
 writes, into --out (default: VIDEO's name without extension + "_emoflow"):
 - predictions.json: every sampled frame's faces (box, landmarks, emotion,
@@ -27,7 +27,9 @@ the video. Groupings: `kmeans` (default) clusters each frame's faces by
 their centres; `rpn` runs the model directory's group proposal network
 (`export_model --rpn=RUN`) and puts each face in the proposal covering most
 of it, k-means for the faces none covers (vision.grouping.group_by_proposals).
-A user mistake ends with one line on stderr and exit code 2.
+A still image is a one-frame video. A user mistake (a missing, empty or
+undecodable file, a directory, a bad flag) ends with one line on stderr and
+exit code 2, or with its traceback under --debug.
 """
 
 import argparse
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform (default: best)")
   predict.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
   predict.add_argument("--quiet", action="store_true", help="no progress bars")
+  predict.add_argument("--debug", action="store_true", help="show the traceback of a mistake")
   return parser
 
 
@@ -150,14 +153,13 @@ def predict(args) -> None:
     jax.config.update("jax_platforms", {"gpu": "cuda"}.get(args.device, args.device))
   from emoflow import bundle, pipeline  # noqa: PLC0415
   from emoflow.fileio import atomic_open  # noqa: PLC0415
-  from emoflow.vision import timeline  # noqa: PLC0415
+  from emoflow.vision import timeline, video  # noqa: PLC0415
   if args.batch_frames < 1 or args.max_faces < 1:
     raise ValueError("--batch-frames and --max-faces must be at least 1")
   if args.detector_scale is not None and args.detector_scale <= 0:
     raise ValueError(f"--detector-scale must be positive, got {args.detector_scale}")
-  if not os.path.isfile(args.video):
-    raise FileNotFoundError(f"{args.video} does not exist")
   model = bundle.load(args.model)
+  video.probe(args.video)  # a missing, empty or unreadable file: one line before any work
   runner = pipeline.Pipeline(model, make_detector(args, model), grouping=args.grouping)
   doc = runner.run(args.video, sampling_fps=args.fps, batch_frames=args.batch_frames,
                    progress=not args.quiet)
@@ -166,8 +168,15 @@ def predict(args) -> None:
   with atomic_open(os.path.join(out, "predictions.json")) as f:
     json.dump(doc, f, indent=1)
   timeline.plot_timeline(doc, os.path.join(out, "timeline.png"))
-  if not args.no_video:
+  if not args.no_video and min(doc["width"], doc["height"]) < 2:
+    print(f"warning: no annotated.mp4: OpenCV cannot encode {doc['width']}x{doc['height']} frames",
+          file=sys.stderr)
+  elif not args.no_video:
     write_annotated_video(args.video, doc, os.path.join(out, "annotated.mp4"), not args.quiet)
+  dropped = [f["dropped_faces"] for f in doc["frames"] if f["dropped_faces"]]
+  if dropped:
+    print(f"warning: {sum(dropped)} faces beyond --max-faces={args.max_faces} were left out of "
+          f"{len(dropped)} frames (predictions.json counts them per frame)", file=sys.stderr)
   faces = sum(len(f["faces"]) for f in doc["frames"])
   print(f"{args.video}: video label {doc['label']}; {len(doc['frames'])} frames analysed, "
         f"{faces} faces, {len(doc['tracks'])} tracks -> {out}")
@@ -180,9 +189,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  import cv2  # noqa: PLC0415
+  cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own line says what failed
   try:
     predict(args)
   except USAGE_ERRORS as e:
+    if args.debug:
+      raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

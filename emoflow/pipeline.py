@@ -25,7 +25,9 @@ The result is a JSON-ready dict in the layout of the annotation files
 y1 in pixels, emoflow.labels names) plus scores, so a predictions file can
 be read back as (pseudo-)annotations. A video with no faces gives empty
 lists and the video label "unknown"; so does a bundle without a video model,
-for the frame and video labels ("unknown", scores null).
+for the frame and video labels ("unknown", scores null). A frame's
+"dropped_faces" counts the faces its detector found beyond the max_faces
+slots (the smallest or least sure ones): a crowd is never cut without a trace.
 """
 
 import dataclasses
@@ -81,6 +83,7 @@ class FrameResult:
   group_boxes: np.ndarray  # [g, 4]
   group_probs: np.ndarray  # [g, 3]
   group_slots: list  # per group: its faces in slot order (largest first)
+  dropped_faces: int = 0  # faces the detector found beyond its max_faces slots
   tracks: np.ndarray | None = None  # [n]
 
 
@@ -193,7 +196,7 @@ class Pipeline:
           detection_scores=np.asarray(detections.scores)[f, slot[mine]],
           face_probs=probs[mine], embeddings=embeddings[mine], face_group=ids,
           group_boxes=np.asarray(groups.boxes)[f, :num_groups], group_probs=None,
-          group_slots=slots))
+          group_slots=slots, dropped_faces=int(np.asarray(detections.dropped)[f])))
     return self.fuse_groups(results)
 
   def fuse_groups(self, results: list[FrameResult]) -> list[FrameResult]:
@@ -287,7 +290,7 @@ def document(path: str, info, results: list[FrameResult], temporal: dict | None,
     frames.append({"index": r.index, "time": round(r.index / info.fps, 4) if info.fps else None,
                    "label": UNKNOWN if frame_probs is None else _label(frame_probs, GROUP_EMOTIONS),
                    "scores": None if frame_probs is None else _scores(frame_probs, GROUP_EMOTIONS),
-                   "faces": faces, "groups": groups})
+                   "faces": faces, "groups": groups, "dropped_faces": r.dropped_faces})
   any_faces = any(len(r.boxes) for r in results)
   video_probs = None if temporal is None or not any_faces else temporal
   return {

@@ -97,7 +97,8 @@ def _check_schema(doc: dict) -> None:
   indices = [f["index"] for f in doc["frames"]]
   assert indices == sorted(set(indices)) and all(0 <= i < doc["num_frames"] for i in indices)
   for frame in doc["frames"]:
-    assert set(frame) == {"index", "time", "label", "scores", "faces", "groups"}
+    assert set(frame) == {"index", "time", "label", "scores", "faces", "groups", "dropped_faces"}
+    assert isinstance(frame["dropped_faces"], int) and frame["dropped_faces"] >= 0
     assert frame["label"] in GROUP_EMOTIONS + ("unknown",)
     for face in frame["faces"]:
       assert set(face) == {"box", "landmarks", "emotion", "scores", "detection_score", "track"}

@@ -28,18 +28,34 @@ class VideoInfo:
 
 
 def _open(path: str) -> cv2.VideoCapture:
+  if os.path.isdir(path):
+    raise ValueError(f"{path} is a directory, not a video file")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist")
+  if os.path.getsize(path) == 0:
+    raise ValueError(f"{path} is empty")
   capture = cv2.VideoCapture(path)
   if not capture.isOpened():
-    raise ValueError(f"{path}: cannot open as a video (missing file or unknown format)")
+    capture.release()
+    raise ValueError(f"{path}: OpenCV cannot read it as a video or image (corrupt, truncated, "
+                     "or a format its FFmpeg does not know)")
   return capture
 
 
 def probe(path: str) -> VideoInfo:
-  """Frame rate, frame count and size from the container header."""
+  """Frame rate, frame count and size from the container header.
+
+  Where the header has no frame count (a still image, some streams), the
+  frames are counted by decoding them.
+  """
   capture = _open(path)
   try:
-    return VideoInfo(fps=float(capture.get(cv2.CAP_PROP_FPS)),
-                     num_frames=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+    num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    if num_frames <= 0:
+      num_frames = 0
+      while capture.grab():
+        num_frames += 1
+    return VideoInfo(fps=float(capture.get(cv2.CAP_PROP_FPS)), num_frames=num_frames,
                      width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
   finally:
