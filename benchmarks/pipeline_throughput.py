@@ -29,6 +29,7 @@ import numpy as np
 
 from data_pipelines.synthcrowd import crowds, videos
 from emoflow import bundle, cli, pipeline
+from emoflow.labels import EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
@@ -51,7 +52,8 @@ def untrained_bundle() -> bundle.Bundle:
           jnp.ones((1, 1, g, video_config.max_faces), bool), jnp.ones((1, 1, g), bool),
           jnp.ones((1, 1), bool))}
   config = {"emonet": {"num_classes": 8, "embed_dim": m}, "group": group_config.to_dict(),
-            "video": video_config.to_dict(), "sampling_fps": None}
+            "video": video_config.to_dict(), "sampling_fps": None,
+            "labels": pipeline.vocabulary(EMOTIONS), "preprocessing": pipeline.preprocessing()}
   return bundle.Bundle(config, jax.device_get(variables))
 
 

@@ -47,6 +47,12 @@ _FEATURE_KEYS = ("embeddings", "logits")
 _FACE_FIELDS = ("face_boxes", "face_px", "face_emotions")
 
 
+def make_builder(name: str, config: str, data_dir: str):
+  """The TFDS builder of `name/config` under `data_dir`, built or not (its info needs no data)."""
+  return builders.get(name)(config=config, data_dir=os.path.expanduser(data_dir),
+                            file_format="array_record")
+
+
 def prepare(name: str, config: str, data_dir: str, manual_dir: str | None = None):
   """Builds dataset `name/config` under `data_dir` if absent and returns its TFDS builder.
 
@@ -55,8 +61,7 @@ def prepare(name: str, config: str, data_dir: str, manual_dir: str | None = None
   download fails with that one-line error before TFDS prints or writes anything.
   In a multi-host job process 0 builds while the others wait, then all read it.
   """
-  make = functools.partial(builders.get(name), config=config,
-                           data_dir=os.path.expanduser(data_dir), file_format="array_record")
+  make = functools.partial(make_builder, name, config, data_dir)
   builder = make()
   manual_dir = os.path.expanduser(manual_dir or os.path.join(data_dir, "manual", name))
   # Checked only when download_and_prepare will build (it reuses an existing data_path).

@@ -1,6 +1,9 @@
 """A model directory: every stage's config and weights, what `emoflow predict --model DIR` reads.
 
-    DIR/model.json       {"emonet": {num_classes, embed_dim, width, depth},
+    DIR/model.json       {"labels": {"emotions": the EmoNet's class names, "groups": [...]},
+                          "preprocessing": {"channels": "RGB", "face_size", "alignment":
+                                            the 5-point template} (emoflow.pipeline),
+                          "emonet": {num_classes, embed_dim, width, depth},
                           "group": the group run's config.model (fusion, max_faces, ...),
                           "video": the video run's config.model, or null,
                           "sampling_fps": frames per second the video model was trained on,

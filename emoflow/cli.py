@@ -159,6 +159,7 @@ def predict(args) -> None:
   if args.detector_scale is not None and args.detector_scale <= 0:
     raise ValueError(f"--detector-scale must be positive, got {args.detector_scale}")
   model = bundle.load(args.model)
+  pipeline.check_model(model.config)  # before the detector: a mislabelling model stops first
   video.probe(args.video)  # a missing, empty or unreadable file: one line before any work
   runner = pipeline.Pipeline(model, make_detector(args, model), grouping=args.grouping)
   doc = runner.run(args.video, sampling_fps=args.fps, batch_frames=args.batch_frames,

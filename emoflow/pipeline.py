@@ -118,11 +118,38 @@ def _make_grouping(model: bundle_lib.Bundle, name: str, k_max: int):
   raise ValueError(f"unknown grouping {name!r}; known: {', '.join(GROUPINGS)}")
 
 
+def preprocessing() -> dict:
+  """How this code turns a frame into EmoNet's input; a model directory records it at export."""
+  return {"channels": "RGB", "face_size": align.FACE_SIZE,
+          "alignment": [[round(float(v), 4) for v in p] for p in align.ARCFACE_TEMPLATE]}
+
+
+def vocabulary(emotions) -> dict:
+  """The labels block of model.json: the EmoNet's class names and the group classes."""
+  return {"emotions": list(emotions), "groups": list(GROUP_EMOTIONS)}
+
+
+def check_model(config: dict) -> None:
+  """A one-line ValueError unless the model's labels and preprocessing are this code's."""
+  if "labels" not in config or "preprocessing" not in config:
+    raise ValueError("the model directory records no label vocabulary or preprocessing (it was "
+                     "exported by an older emoflow); export it again with experiments.export_model")
+  ours = {"labels": vocabulary(EMOTIONS[:config["emonet"]["num_classes"]]),
+          "preprocessing": preprocessing()}
+  for block, expected in ours.items():
+    for key, value in expected.items():
+      if config[block].get(key) != value:
+        raise ValueError(f"the model's {block}.{key} is {config[block].get(key)}, emoflow's is "
+                         f"{value}; predictions would be mislabelled or misaligned, so predict "
+                         "refuses the model")
+
+
 class Pipeline:
   """Every stage of a model directory, jitted once per input shape."""
 
   def __init__(self, model: bundle_lib.Bundle, detector, *, k_max: int = 10,
                grouping: str = "kmeans"):
+    check_model(model.config)
     self.model, self.detector = model, detector
     emonet_config = model.config["emonet"]
     self.emonet = EmoNet(num_classes=emonet_config["num_classes"],

@@ -11,7 +11,10 @@ finds faces with no download) and the group proposal network of a proposals
 run (for `emoflow predict --grouping rpn`), and writes DIR/model.json +
 DIR/weights.msgpack (emoflow.bundle). The group and video runs must read the
 same EmoNet's features (their features.emonet_workdir is checked against
---emonet). A user mistake ends with one line on stderr and exit code 2.
+--emonet). model.json also records the EmoNet's label vocabulary (its
+dataset's class names) and the preprocessing (RGB, crop size, alignment
+template), which `emoflow predict` checks against its own. A user mistake ends
+with one line on stderr and exit code 2.
 """
 
 import os
@@ -20,7 +23,8 @@ import jax
 import ml_collections
 from absl import flags
 
-from emoflow import bundle
+from data_pipelines import loaders
+from emoflow import bundle, pipeline
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
 from emoflow.train import parallel
@@ -118,7 +122,11 @@ def export(emonet_workdir: str, group_workdir: str, video_workdir: str | None, o
   group_config, state, step = _fusion_stage(group_workdir, "group", emonet_workdir, embed_dim,
                                             mesh)
   stages["group"] = (state, group_workdir, step)
-  config = {"emonet": {"num_classes": emonet_config.model.num_classes, "embed_dim": embed_dim,
+  emonet_data = loaders.make_builder(emonet_config.data.name, emonet_config.data.config,
+                                     emonet_config.data.data_dir)
+  config = {"labels": pipeline.vocabulary(individual.class_names(emonet_config, emonet_data)),
+            "preprocessing": pipeline.preprocessing(),
+            "emonet": {"num_classes": emonet_config.model.num_classes, "embed_dim": embed_dim,
                        "width": emonet_config.model.get("width", 1.0),
                        "depth": emonet_config.model.get("depth", 1.0)},
             "group": group_config.model.to_dict(), "video": None, "sampling_fps": None}

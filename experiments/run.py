@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from emoflow.fileio import atomic_open
 from emoflow.train import distributed
 from emoflow.train.loop import NonFiniteLossError
-from experiments import configs
+from experiments import command, configs
 from experiments.workdir import save_or_check_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: NAME[:arg]",
@@ -90,6 +90,8 @@ def main(argv, run_name: str) -> None:
   if config.task not in tasks:
     raise UserError(f"config.task {config.task!r} unknown; known: {', '.join(sorted(tasks))}")
   task = tasks[config.task]
+  from experiments import config_checks  # noqa: PLC0415 - loads JAX, after the flags
+  config_checks.check(config)
   workdir = _WORKDIR.value or os.path.join("runs", run_name)
   os.makedirs(workdir, exist_ok=True)
   if _MODE.value == "train":
@@ -126,7 +128,8 @@ def entry() -> None:
   except (UserError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  app.run(functools.partial(_run_main, run_name=run_name), argv=argv)
+  app.run(functools.partial(_run_main, run_name=run_name), argv=argv,
+          flags_parser=command.parse_flags)
 
 
 if __name__ == "__main__":

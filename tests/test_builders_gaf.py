@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -77,3 +78,27 @@ def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(manual_dir, 
     assert "\n" not in str(error.value)
   assert capsys.readouterr().out == ""
   assert not data_dir.exists()  # not even the default manual directory, data_dir/manual/emotiw_gaf
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "grey-scale", "4-channel"])
+def test_odd_or_broken_images_in_the_manual_dir(tmp_path, damage):
+  root = str(tmp_path / "manual")
+  fake_datasets.gaf(root, np.random.default_rng(1), IMAGES)
+  path = tmp_path / "manual" / "Train" / "Positive" / "img_001.jpg"  # its one face
+  image = cv2.imread(str(path))
+  if damage == "corrupt":
+    path.write_bytes(path.read_bytes()[:100])
+  elif damage == "grey-scale":
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+  else:
+    path = path.with_suffix(".png")  # detections.json names the .jpg: keep that name, PNG inside
+    cv2.imwrite(str(path), np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], -1))
+    path.rename(path.with_suffix(".jpg"))
+  if damage == "corrupt":
+    with pytest.raises(ValueError, match=r"img_001\.jpg: cannot read as an image"):
+      loaders.prepare("emotiw_gaf", "groups", str(tmp_path / "tfds"), root)
+    return
+  builder = loaders.prepare("emotiw_gaf", "groups", str(tmp_path / "tfds"), root)
+  records = fake_datasets.records_by_source(builder, "train")
+  assert all(r["faces"][0].shape == (112, 112, 3) for r in records.values())
+  assert len(records) == 4  # as with the undamaged images

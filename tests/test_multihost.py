@@ -9,11 +9,9 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from assets.runner import ROOT, run_experiment
+from assets.runner import ROOT, checkpoint_params, run_experiment
 
 from emoflow.train import distributed
 
@@ -44,16 +42,6 @@ def _train_losses(workdir) -> np.ndarray:
     return np.array([float(r["loss"]) for r in csv.DictReader(f) if r["split"] == "train"])
 
 
-def _params(workdir, step: int) -> list[np.ndarray]:
-  """The parameter leaves of checkpoint `step`, read as numpy whatever devices wrote them."""
-  path = os.path.join(workdir, "checkpoints", str(step), "default")
-  checkpointer = ocp.PyTreeCheckpointer()
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          checkpointer.metadata(path).item_metadata.tree)
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-  return jax.tree.leaves(restored["params"])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["emonet_synthcrowd:tiny", "retinaface_synthcrowd:tiny"])
 def test_two_processes_train_like_one(config, tmp_path):
@@ -77,7 +65,7 @@ def test_two_processes_train_like_one(config, tmp_path):
   assert "## " in outputs[0][0] and "## " not in outputs[1][0]  # the results, from process 0
 
   np.testing.assert_allclose(_train_losses(workdir), _train_losses(tmp_path / "one"), rtol=1e-4)
-  for a, b in zip(_params(workdir, 4), _params(tmp_path / "one", 4), strict=True):
+  for a, b in zip(checkpoint_params(workdir, 4), checkpoint_params(tmp_path / "one", 4), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   with open(workdir / "results.json") as a, open(tmp_path / "one" / "results.json") as b:
     two_results, one_results = json.load(a), json.load(b)

@@ -14,7 +14,7 @@ import pytest
 from assets.runner import ROOT
 
 from data_pipelines.synthcrowd import crowds, videos
-from emoflow import bundle
+from emoflow import bundle, pipeline
 from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
@@ -38,7 +38,8 @@ def _save_bundle(directory, with_video: bool = True, with_detector: bool = False
   variables = {"emonet": emonet, "group": fusion.init(
       jax.random.key(1), jnp.zeros((1, N, M)), jnp.ones((1, N), bool))}
   config = {"emonet": {"num_classes": 8, "embed_dim": M}, "group": GROUP_MODEL, "video": None,
-            "sampling_fps": 2.0}
+            "sampling_fps": 2.0, "labels": pipeline.vocabulary(EMOTIONS),
+            "preprocessing": pipeline.preprocessing()}
   if with_video:
     temporal = video_task.make_fusion(ml_collections.ConfigDict(VIDEO_MODEL))
     variables["video"] = temporal.init(jax.random.key(2), jnp.zeros((1, 1, G, N, M)),

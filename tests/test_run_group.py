@@ -122,7 +122,7 @@ def test_user_mistakes_are_one_line(tmp_path, groups):
       ("--config=nvpf_synthcrowd:tiny", source, "--config.features.mode=frozen"):
           "error: features.mode 'frozen' unknown; known: cached, end_to_end",
       ("--config=nvpf_synthcrowd:tiny", source, "--config.model.prior=flat"):
-          f"error: unknown prior 'flat'; known: {', '.join(priors.known())}",
+          f"error: --config.model.prior='flat': unknown; known: {', '.join(priors.known())}",
   }
   for i, (args, message) in enumerate(cases.items()):
     result = run_experiment(*args, f"--workdir={tmp_path}/run{i}")

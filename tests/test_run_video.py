@@ -80,7 +80,7 @@ def test_user_mistakes_are_one_line(tmp_path, emonet_run, data_dir, clips):
       "--config.clip.curriculum=((2, 2), (5, 3))":
           "error: clip.curriculum must be (num_frames >= 1, until_step) pairs with rising steps "
           "ending at num_steps=4, got ((2, 2), (5, 3))",
-      "--config.model.cell=gru": "error: cell 'gru' unknown; known: lstm, rnn, tnvpf",
+      "--config.model.cell=gru": "error: --config.model.cell='gru': unknown; known: lstm, rnn, tnvpf",
       "--config.features.mode=end_to_end":
           "error: features.mode 'end_to_end': the video level trains on cached EmoNet features "
           "only (features.mode=cached)",

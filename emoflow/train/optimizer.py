@@ -10,6 +10,11 @@ _OPTIMIZERS = {
 }
 
 
+def known() -> tuple[str, ...]:
+  """Names `make_optimizer` accepts."""
+  return tuple(sorted(_OPTIMIZERS))
+
+
 def learning_rate_schedule(config, num_steps: int) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then cosine decay to 0 ("cosine") or flat ("constant")."""
   peak, warmup = config.learning_rate, min(config.get("warmup_steps", 0), num_steps)
@@ -26,7 +31,7 @@ def learning_rate_schedule(config, num_steps: int) -> optax.Schedule:
 def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
   """The optax transformation named by `config.name`, with global-norm clipping if set."""
   if config.name not in _OPTIMIZERS:
-    raise ValueError(f"optimizer.name {config.name!r} unknown; known: {', '.join(sorted(_OPTIMIZERS))}")
+    raise ValueError(f"optimizer.name {config.name!r} unknown; known: {', '.join(known())}")
   tx = _OPTIMIZERS[config.name](learning_rate_schedule(config, num_steps), config)
   clip = config.get("clip_global_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx

@@ -34,6 +34,7 @@ ARCFACE_TEMPLATE = np.array(
 )
 
 _TEMPLATE_SIZE = 112
+FACE_SIZE = 112  # side of the aligned crops EmoNet sees
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -69,7 +70,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
   return np.concatenate([scale * rotation, shift[:, None]], axis=1)
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
   """Warps one face onto the ArcFace template.
 
   Bilinear sampling; pixels that fall outside the source image are black
@@ -97,7 +98,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.
   )
 
 
-def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
   """Aligns the K faces of one image: landmarks [K, 5, 2] -> uint8 [K, size, size, 3]."""
   landmarks = np.asarray(landmarks)
   crops = [align_face(image, points, size) for points in landmarks]
@@ -140,7 +141,7 @@ def similarity_transforms(landmarks: jax.Array, size: int = 112) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="size")
 def warp_faces(frames: jax.Array, frame_index: jax.Array, landmarks: jax.Array,
-               size: int = 112) -> jax.Array:
+               size: int = FACE_SIZE) -> jax.Array:
   """Aligns K faces of F frames on the device: `align_face` for all of them at once.
 
   cv2.warpAffine's convention: output pixel (i, j) samples the source at

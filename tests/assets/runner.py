@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -24,3 +28,13 @@ def train_then_eval(*args) -> subprocess.CompletedProcess:
             for name in ("results.md", "results_validation.md")]
   assert tables[0] == tables[1]
   return trained
+
+
+def checkpoint_params(workdir, step: int) -> list[np.ndarray]:
+  """The parameter leaves of a run's checkpoint `step`, read as numpy whatever devices wrote them."""
+  path = os.path.join(workdir, "checkpoints", str(step), "default")
+  checkpointer = ocp.PyTreeCheckpointer()
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          checkpointer.metadata(path).item_metadata.tree)
+  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return jax.tree.leaves(restored["params"])
