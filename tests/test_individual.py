@@ -1,10 +1,13 @@
-"""Individual-level task: weighted cross-entropy, class weights, prediction, evaluation report."""
+"""Individual-level task: weighted cross-entropy, class weights, prediction (in chunks too),
+evaluation report."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from emoflow.labels import EMOTIONS
+from emoflow.models import EmoNet
 from emoflow.tasks import individual
 
 
@@ -47,3 +50,17 @@ def test_evaluation_report_buckets_by_face_size():
   assert report["mAC"] == pytest.approx(3 / 6)
   assert set(f"acc/{e}" for e in EMOTIONS) <= set(report)
   assert report["confusion_matrix"].shape == (8, 8)
+
+
+@pytest.mark.parametrize("count", [5, 16, 21])
+def test_predict_in_chunks_equals_one_call(count):
+  """Chunked inference (lax.map over 8 faces, the batch padded) gives one call's outputs."""
+  net = EmoNet(num_classes=8, embed_dim=16, width=0.25, depth=0.5)
+  variables = net.init(jax.random.key(0), jnp.zeros((1, 112, 112, 3)))
+  faces = jnp.asarray(np.random.default_rng(count).integers(0, 256, (count, 112, 112, 3)),
+                      jnp.uint8)
+  whole = individual.predict(net, variables, faces, chunk=0)
+  chunked = jax.jit(lambda v, x: individual.predict(net, v, x, chunk=8))(variables, faces)
+  for a, b in zip(whole, chunked):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)

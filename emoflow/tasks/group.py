@@ -24,6 +24,7 @@ train and eval time (`face_features`).
 """
 
 import dataclasses
+import functools
 from typing import Callable, Iterable
 
 import flax.linen as nn
@@ -31,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from emoflow import chunking
 from emoflow.labels import GROUP_EMOTIONS
 from emoflow.models import NVPF, EmoNet, FeA, FeB, priors
 from emoflow.tasks import individual
@@ -85,6 +87,11 @@ class HeadFusion(OnEmbeddings):
     return {"loss": cross_entropy(scores, labels)}
 
 
+# Groups per NVPF call on CPU (emoflow.chunking; unrolled, one copy of the flow per chunk):
+# the paper's flow trains ~1.8x faster at batch 64 (4 chunks) than in one call.
+CPU_FLOW_CHUNK = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowFusion(OnEmbeddings):
   """FeC: NVPF + a prior by name; scores = class log-likelihoods log p_S(S | c) (Eq. 7).
@@ -117,8 +124,9 @@ class FlowFusion(OnEmbeddings):
     del train, rng  # the flow has neither dropout nor batch statistics
     params = variables["params"]
     rest = {k: v for k, v in variables.items() if k != "params"}
-    h, logdet = self.flow.apply({"params": params["flow"], **rest},
-                                jnp.swapaxes(features, 1, 2), mask)
+    flow_fn = functools.partial(self.flow.apply, {"params": params["flow"], **rest})
+    h, logdet = chunking.in_chunks(flow_fn, jnp.swapaxes(features, 1, 2), mask,
+                                   chunk=chunking.on_cpu(CPU_FLOW_CHUNK), unroll=True)
     return class_log_likelihoods(self.prior, params["prior"], h, logdet, mask), rest
 
   def loss(self, scores, labels, num_entries) -> dict:

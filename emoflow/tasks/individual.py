@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emoflow import metrics
+from emoflow import chunking, metrics
 from emoflow.labels import EMOTIONS
 from emoflow.train import parallel
 
@@ -44,9 +44,23 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: 
   return jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-def predict(model, variables, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Emotion probabilities [B, 8] and embeddings [B, M] of uint8 aligned faces."""
-  logits, embedding = model.apply(variables, normalize_faces(images), train=False)
+# Faces per EmoNet call at inference on CPU (emoflow.chunking): measured on 2 cores,
+# batch 32 from ~400 to ~680-970 faces/s, batch 256 from ~490 to ~880-940.
+CPU_CHUNK = 8
+
+
+def predict(model, variables, images: jax.Array,
+            chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Emotion probabilities [B, 8] and embeddings [B, M] of uint8 aligned faces.
+
+  `chunk`: faces per EmoNet call inside the batch (default: CPU_CHUNK on CPU, all elsewhere;
+  see emoflow.chunking).
+  """
+  def apply(chunk_images):
+    return model.apply(variables, normalize_faces(chunk_images), train=False)
+
+  chunk = chunking.on_cpu(CPU_CHUNK) if chunk is None else chunk
+  logits, embedding = chunking.in_chunks(apply, images, chunk=chunk)
   return jax.nn.softmax(_at_least_float32(logits)), embedding
 
 

@@ -23,8 +23,13 @@ class TrainState(struct.PyTreeNode):
 
   @classmethod
   def create(cls, variables: dict, tx: optax.GradientTransformation) -> "TrainState":
-    """Splits Flax `variables` into params and the rest and initialises the optimizer."""
-    variables = dict(variables)
+    """Splits Flax `variables` into params and the rest and initialises the optimizer.
+
+    Every leaf is made strongly typed: a weakly typed one (an init computed from
+    Python numbers) would come back strong from the first steps and make the
+    jitted step compile again, twice.
+    """
+    variables = dict(jax.tree.map(lambda x: jnp.array(x, dtype=jnp.result_type(x)), variables))
     params = variables.pop("params")
     return cls(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                opt_state=tx.init(params), tx=tx)
