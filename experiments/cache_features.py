@@ -26,7 +26,6 @@ from absl import flags
 
 from data_pipelines import loaders
 from data_pipelines.builders import features
-from emoflow import chunking
 from emoflow.tasks import individual as individual_task
 from emoflow.train import parallel
 from experiments import command, individual
@@ -70,9 +69,7 @@ def digest(tree) -> str:
 def make_embed(model, state, mesh, batch_size: int) -> features.EmbedFn:
   """faces uint8 [K, 112, 112, 3] -> (embeddings, logits), run on `mesh` in padded batches."""
   def outputs(state, faces):  # (logits, embeddings)
-    def apply(chunk):
-      return model.apply(state.variables, individual_task.normalize_faces(chunk), train=False)
-    return chunking.in_chunks(apply, faces, chunk=chunking.on_cpu(individual_task.CPU_CHUNK))
+    return individual_task.infer(model, state.variables, faces)
 
   apply = parallel.jit_eval_step(outputs, mesh)
 

@@ -1,8 +1,8 @@
-"""Steady state compiles nothing new: ragged group sizes and face counts reuse the compiled steps.
+"""Steady state compiles nothing new: ragged group sizes and group counts reuse the compiled steps.
 
 Counts compilations through each jitted function's cache: training batches
 whose groups hold different numbers of faces, and frame batches with
-different numbers of faces and groups, must hit the programs already
+different numbers of groups, must hit the programs already
 compiled (the pipeline pads group counts to power-of-two buckets).
 """
 
@@ -59,7 +59,7 @@ def _frame(rng: np.random.Generator, index: int, num_faces: int, num_groups: int
       group_slots=[np.flatnonzero(ids == g).tolist() for g in range(num_groups)])
 
 
-def test_pipeline_group_and_face_stages_compile_once_per_size_bucket():
+def test_pipeline_group_stage_compiles_once_per_group_count_bucket():
   emonet = EmoNet(num_classes=8, embed_dim=M, width=0.25, depth=0.5)
   fusion = group_task.make_fusion(ml_collections.ConfigDict(GROUP_MODEL))
   variables = {"emonet": emonet.init(jax.random.key(0), jnp.zeros((1, 112, 112, 3))),
@@ -70,7 +70,7 @@ def test_pipeline_group_and_face_stages_compile_once_per_size_bucket():
             "labels": pipeline.vocabulary(EMOTIONS), "preprocessing": pipeline.preprocessing()}
   pipe = pipeline.Pipeline(bundle.Bundle(config, jax.device_get(variables)), detector=None)
   rng = np.random.default_rng(1)
-  # Frame batches of 1-14 groups of 1-6 faces in all: one bucket (16 groups), one compile.
+  # Batches of 2 frames, 1-3 groups of 3-8 faces each: one bucket (16 groups), one compile.
   for step in range(6):
     frames = [_frame(rng, 2 * step + k, int(rng.integers(3, 9)), int(rng.integers(1, 4)))
               for k in range(2)]

@@ -88,7 +88,8 @@ class HeadFusion(OnEmbeddings):
 
 
 # Groups per NVPF call on CPU (emoflow.chunking; unrolled, one copy of the flow per chunk):
-# the paper's flow trains ~1.8x faster at batch 64 (4 chunks) than in one call.
+# the paper's flow trained 1.55x faster at batch 64 (4 chunks) than in one call
+# (benchmarks/vs_pytorch.py, 2 cores).
 CPU_FLOW_CHUNK = 16
 
 

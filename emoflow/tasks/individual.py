@@ -49,9 +49,9 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: 
 CPU_CHUNK = 8
 
 
-def predict(model, variables, images: jax.Array,
-            chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """Emotion probabilities [B, 8] and embeddings [B, M] of uint8 aligned faces.
+def infer(model, variables, images: jax.Array,
+          chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """EmoNet's (logits [B, 8], embeddings [B, M]) of uint8 aligned faces, in inference mode.
 
   `chunk`: faces per EmoNet call inside the batch (default: CPU_CHUNK on CPU, all elsewhere;
   see emoflow.chunking).
@@ -60,7 +60,13 @@ def predict(model, variables, images: jax.Array,
     return model.apply(variables, normalize_faces(chunk_images), train=False)
 
   chunk = chunking.on_cpu(CPU_CHUNK) if chunk is None else chunk
-  logits, embedding = chunking.in_chunks(apply, images, chunk=chunk)
+  return chunking.in_chunks(apply, images, chunk=chunk)
+
+
+def predict(model, variables, images: jax.Array,
+            chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """Emotion probabilities [B, 8] and embeddings [B, M] of uint8 aligned faces (`infer`'s)."""
+  logits, embedding = infer(model, variables, images, chunk)
   return jax.nn.softmax(_at_least_float32(logits)), embedding
 
 
