@@ -11,17 +11,18 @@ Workloads (the shipped configs' real steps on the emoflow side):
   like SynthCrowd's (mostly 2-6 faces), against the same flow and loss in
   PyTorch eager (unit-variance class Gaussians: the same work), and against
   emoflow with the flow in one call over the batch (CPU_FLOW_CHUNK 0, the
-  starting point of issue 11; on CPU emoflow runs it 16 groups at a time).
+  starting point of issue 11; on CPU emoflow runs it 8 groups at a time).
 
-Every round times each implementation once, in turn, so a slow spell of the
-machine hits all of them; the table gives the median over rounds, the
-spread (min-max), the fraction of the peak (a large float32 matmul measured
-in the same run, the best of JAX and PyTorch) and emoflow's ratio to each.
+Every round gives each implementation a turn of back-to-back calls (about
+--turn-seconds), in turn, so a slow spell of the machine hits all of them.
+The table gives the median over rounds, the spread (min-max), the fraction
+of the peak (a large float32 matmul measured in the same run, the best of
+JAX and PyTorch) and emoflow's ratio to each.
 FLOPs count 2 x MACs, training 3x the forward.
 
   pip install -e .[bench]   # PyTorch
   python benchmarks/vs_pytorch.py [--rounds 5] [--only emonet_infer,emonet_train,nvpf_train]
-      [--no-compile]
+      [--no-compile] [--turn-seconds 0.5]
 """
 
 import argparse
@@ -225,18 +226,27 @@ def nvpf_macs_per_group(num_units: int = 10, width: int = 32, blocks: int = 2,
   return 2 * num_units * per_net
 
 
-def measure(runners: dict[str, Runner], rounds: int, calls: int) -> dict[str, list[float]]:
-  """Seconds per call of each runner, per round, the runners taking turns."""
-  for fn in runners.values():  # compile and warm up
+def measure(runners: dict[str, Runner], rounds: int, turn_seconds: float) -> dict[str, list[float]]:
+  """Seconds per call of each runner, per round, the runners taking turns.
+
+  A turn is as many back-to-back calls as fill about `turn_seconds` (at
+  least one), so it measures steady throughput: the first call after
+  another library ran or the machine idled is slower (JAX's by up to 40%
+  at batch 32 here, PyTorch's by ~15%; BUILD.md).
+  """
+  calls = {}
+  for name, fn in runners.items():  # compile, warm up, size the turn
     fn()
+    start = time.perf_counter()
     fn()
+    calls[name] = max(1, round(turn_seconds / (time.perf_counter() - start)))
   seconds = {name: [] for name in runners}
   for _ in range(rounds):
     for name, fn in runners.items():
       start = time.perf_counter()
-      for _ in range(calls):
+      for _ in range(calls[name]):
         fn()
-      seconds[name].append((time.perf_counter() - start) / calls)
+      seconds[name].append((time.perf_counter() - start) / calls[name])
   return seconds
 
 
@@ -246,6 +256,8 @@ def main():
   parser.add_argument("--only", default=",".join(WORKLOADS),
                       help=f"comma list of {', '.join(WORKLOADS)}")
   parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+  parser.add_argument("--turn-seconds", type=float, default=0.5,
+                      help="each implementation's turn in a round: back-to-back calls filling this")
   args = parser.parse_args()
   unknown = set(args.only.split(",")) - set(WORKLOADS)
   if unknown:
@@ -269,7 +281,7 @@ def main():
     for title, unit, batch, macs, training, make in WORKLOADS[key]:
       macs = macs or nvpf_macs_per_group()
       runners = make(batch, not args.no_compile)
-      seconds = measure(runners, args.rounds, calls=1)
+      seconds = measure(runners, args.rounds, args.turn_seconds)
       rates = {name: [batch / s for s in times] for name, times in seconds.items()}
       ours = statistics.median(rates["emoflow"])
       for name, values in rates.items():

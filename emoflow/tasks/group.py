@@ -87,10 +87,10 @@ class HeadFusion(OnEmbeddings):
     return {"loss": cross_entropy(scores, labels)}
 
 
-# Groups per NVPF call on CPU (emoflow.chunking; unrolled, one copy of the flow per chunk):
-# the paper's flow trained 1.55x faster at batch 64 (4 chunks) than in one call
-# (benchmarks/vs_pytorch.py, 2 cores).
-CPU_FLOW_CHUNK = 16
+# Groups per NVPF call on CPU (emoflow.chunking; unrolled, one copy of the flow per chunk).
+# Training the paper's flow at batch 64 on 2 cores, measured in one run against one call
+# (9.7 groups/s): chunks of 16 17.7 (compile 13 s), 8 18.9 (25 s), 4 19.8 (57 s).
+CPU_FLOW_CHUNK = 8
 
 
 @dataclasses.dataclass(frozen=True)
