@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from emoflow import host_memory
 from emoflow.models import EmoNet
 from emoflow.models.emonet import count_macs
 from emoflow.tasks import individual as individual_task
@@ -111,6 +112,7 @@ def main():
   parser.add_argument("--quick", action="store_true",
                       help="fewer repeats (noisier numbers)")
   args = parser.parse_args()
+  host_memory.keep_freed_memory()  # as emoflow's commands do
   repeats = 3 if args.quick else 7
 
   net = EmoNet(num_classes=8, embed_dim=128)

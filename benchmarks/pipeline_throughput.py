@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines.synthcrowd import crowds, videos
-from emoflow import bundle, cli, pipeline
+from emoflow import bundle, cli, host_memory, pipeline
 from emoflow.labels import EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
@@ -82,6 +82,7 @@ def main() -> None:
   parser.add_argument("--size", default="1280x720", help="rendered frame size, WxH")
   parser.add_argument("--seconds", type=float, default=4.0, help="rendered clip length")
   args = parser.parse_args()
+  host_memory.keep_freed_memory()  # as emoflow's commands do
   with tempfile.TemporaryDirectory() as tmp:
     path = args.video or render_clip(tmp, tuple(map(int, args.size.split("x"))),
                                      tuple(map(int, args.faces.split("-"))), args.seconds)

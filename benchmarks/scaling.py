@@ -39,6 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from emonet_throughput import cpu_model, median_seconds  # noqa: E402
 
+from emoflow import host_memory  # noqa: E402
 from emoflow.tasks import group as group_task  # noqa: E402
 from emoflow.tasks import individual as individual_task  # noqa: E402
 from emoflow.train import parallel  # noqa: E402
@@ -107,6 +108,7 @@ def main():
                       help="host devices XLA makes when there is no GPU")
   parser.add_argument("--levels", default="emonet,nvpf", help="comma list of emonet, nvpf")
   args = parser.parse_args()
+  host_memory.keep_freed_memory()  # as emoflow's commands do
   repeats = 3 if args.quick else 5
   devices = jax.devices()
   counts = device_counts(len(devices))

@@ -20,9 +20,13 @@ of the peak (a large float32 matmul measured in the same run, the best of
 JAX and PyTorch) and emoflow's ratio to each.
 FLOPs count 2 x MACs, training 3x the forward.
 
+Like emoflow's commands, the script first sets glibc's malloc to keep freed
+memory (emoflow.host_memory), which spares both libraries a page fault per
+4 KB of every large buffer on every call; --glibc-default leaves it as is.
+
   pip install -e .[bench]   # PyTorch
   python benchmarks/vs_pytorch.py [--rounds 5] [--only emonet_infer,emonet_train,nvpf_train]
-      [--no-compile] [--turn-seconds 0.5]
+      [--no-compile] [--turn-seconds 0.5] [--glibc-default]
 """
 
 import argparse
@@ -38,6 +42,7 @@ import torch
 
 import torch_reference
 from emonet_throughput import cpu_model, median_seconds
+from emoflow import host_memory
 from emoflow.models.emonet import count_macs
 from emoflow.tasks import group as group_task
 from emoflow.tasks import individual as individual_task
@@ -258,10 +263,14 @@ def main():
   parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
   parser.add_argument("--turn-seconds", type=float, default=0.5,
                       help="each implementation's turn in a round: back-to-back calls filling this")
+  parser.add_argument("--glibc-default", action="store_true",
+                      help="leave glibc's malloc as it is (freed blocks go back to the kernel)")
   args = parser.parse_args()
   unknown = set(args.only.split(",")) - set(WORKLOADS)
   if unknown:
     parser.error(f"unknown workloads {sorted(unknown)}; known: {', '.join(WORKLOADS)}")
+  if not args.glibc_default:  # what emoflow's commands do; PyTorch gains from it as much
+    host_memory.keep_freed_memory()
   torch.set_num_threads(os.cpu_count())
 
   dev = jax.devices()[0]
@@ -273,7 +282,8 @@ def main():
         f"{jax.__version__}, PyTorch {torch.__version__}")
   print(f"peak: float32 4096^3 matmul, JAX {peaks['jax']:.0f} GFLOP/s, PyTorch "
         f"{peaks['pytorch']:.0f} GFLOP/s; fractions below are of {peak:.0f} | "
-        f"{args.rounds} rounds, median (min-max)\n")
+        f"{args.rounds} rounds, median (min-max) | malloc: "
+        f"{'glibc default' if args.glibc_default else 'keeps freed memory'}\n")
   print("| workload | implementation | units/s median (min-max) | GFLOP/s | of peak | "
         "emoflow / this |")
   print("|---|---|---:|---:|---:|---:|")

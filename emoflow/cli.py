@@ -38,6 +38,8 @@ import json
 import os
 import sys
 
+from emoflow import host_memory
+
 USAGE_ERRORS = (ValueError, FileNotFoundError)
 
 
@@ -190,6 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  host_memory.keep_freed_memory()
   import cv2  # noqa: PLC0415
   cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own line says what failed
   try:

@@ -9,6 +9,8 @@ import sys
 
 from absl import app, flags, logging
 
+from emoflow import host_memory
+
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with a flag error reported in one line (exit 2)."""
@@ -35,4 +37,5 @@ def run(main) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 
+  host_memory.keep_freed_memory()
   app.run(reporting, flags_parser=parse_flags)

@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from emoflow import host_memory
 from emoflow.fileio import atomic_open
 from emoflow.train import distributed
 from emoflow.train.loop import NonFiniteLossError
@@ -123,6 +124,7 @@ def _run_main(argv, run_name: str) -> None:
 
 
 def entry() -> None:
+  host_memory.keep_freed_memory()
   try:
     argv, run_name = resolve_config_argv(sys.argv)
   except (UserError, ValueError) as e:

@@ -89,7 +89,8 @@ class HeadFusion(OnEmbeddings):
 
 # Groups per NVPF call on CPU (emoflow.chunking; unrolled, one copy of the flow per chunk).
 # Training the paper's flow at batch 64 on 2 cores, measured in one run against one call
-# (9.7 groups/s): chunks of 16 17.7 (compile 13 s), 8 18.9 (25 s), 4 19.8 (57 s).
+# (9.7 groups/s): chunks of 16 17.7 (compile 13 s), 8 18.9 (25 s), 4 19.8 (57 s); with freed
+# memory kept (emoflow.host_memory), chunks of 8 23.9 against 11.4 (benchmarks/vs_pytorch.py).
 CPU_FLOW_CHUNK = 8
 
 

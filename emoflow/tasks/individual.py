@@ -44,8 +44,8 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, class_weights: 
   return jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), 1e-12)
 
 
-# Faces per EmoNet call at inference on CPU (emoflow.chunking): measured on 2 cores,
-# batch 32 from ~400 to ~680-970 faces/s, batch 256 from ~490 to ~880-940.
+# Faces per EmoNet call at inference on CPU (emoflow.chunking): measured on 2 cores with freed
+# memory kept (emoflow.host_memory), batch 32 from ~790 to ~880 faces/s, batch 256 from ~640 to ~900.
 CPU_CHUNK = 8
 
 
