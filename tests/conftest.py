@@ -1,14 +1,17 @@
-"""Test set-up: 8 forced CPU devices (multi-device code runs on CPU), float32 by default;
-fixtures several modules share."""
+"""Test set-up: 8 forced CPU devices (multi-device code runs on CPU), float32 by default,
+malloc as emoflow's commands set it; fixtures several modules share."""
 
 import os
 
 import pytest
 
+from emoflow import host_memory
+
 # Must happen before JAX initialises its backends.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+host_memory.keep_freed_memory()
 
 
 @pytest.fixture(scope="session")
