@@ -5,7 +5,7 @@
 
 Restores the run in RUN (its config.json; the best checkpoint, else the
 latest), runs EmoNet once over every split of the dataset and writes
-OUT_DIR/emonet_features/<NAME>_<CONFIG>_step<S>_<DIGEST>/1.0.0, the records
+OUT_DIR/emonet_features/<NAME>_<CONFIG>_v<VERSION>_step<S>_<DIGEST>/1.0.0, the records
 with embeddings and logits in place of face pixels
 (data_pipelines/builders/features.py). --dataset is NAME/CONFIG of the
 builders registry (built under --data_dir first if absent) or the directory

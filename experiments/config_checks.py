@@ -18,21 +18,23 @@ from emoflow.train import optimizer
 from emoflow.vision import retinaface
 
 AT_LEAST_ONE = {"anchors_per_image", "batch_size", "every", "embed_dim", "feb_hidden",
-                "flow_units", "flow_width", "frame_stride", "frame_units", "frame_width",
+                "flow_units", "flow_width", "frame_stride", "frame_width",
                 "group_units", "group_width", "hidden", "k_max", "keep_latest", "log_every",
                 "max_detections", "max_faces", "max_groups", "max_proposals", "num_classes",
                 "num_frames", "num_steps", "read_threads"}
 AT_LEAST_ZERO = {"warmup_steps", "workers", "video_index", "weight_decay", "clip_global_norm",
-                 "ce_weight", "nll_weight", "box_weight", "min_size"}
+                 "ce_weight", "nll_weight", "box_weight", "min_size", "frame_units"}
 ABOVE_ZERO = {"learning_rate", "input_scale", "depth", "width", "emonet_learning_rate_scale",
-              "scales", "ratios"}
+              "scales", "ratios", "prior_separation"}
 FRACTIONS = {"score_threshold", "nms_threshold", "ap_score_threshold"}
 
 
 def _names() -> dict:
   """Field name -> the names it may take."""
   return {"prior": priors.known(), "fusion": group.known(), "cell": tuple(sorted(tnvpf.CELLS)),
-          "group_pooling": tuple(sorted(tnvpf.POOLINGS)),
+          "group_pooling": tuple(sorted(tnvpf.POOLINGS)), "prior_geometry": priors.GEOMETRIES,
+          "frame_readout": tnvpf.FRAME_READOUTS,
+          "prior_scaling": priors.SCALINGS,
           "schedule": ("cosine", "constant"), "best_mode": ("max", "min"),
           "trunk": tuple(sorted(retinaface.TRUNKS))}
 
@@ -71,6 +73,20 @@ def _problem(path: str, key: str, value, names: dict) -> str | None:
   return None
 
 
+def _prior_problem(config) -> str | None:
+  """A model block's prior keys that make no prior together (fixed params it lacks)."""
+  for path, key, value in _leaves(config):
+    if key == "prior_fixed":
+      block = config
+      for part in path.split(".")[:-1]:
+        block = block[part]
+      try:
+        group.make_prior(block)
+      except ValueError as e:
+        return f"--config.{path}={value!r}: {e}"
+  return None
+
+
 def check(config) -> None:
   """A one-line ValueError naming the first impossible field of `config` (module docstring)."""
   names = _names()
@@ -78,3 +94,6 @@ def check(config) -> None:
     problem = _problem(path, key, value, names)
     if problem:
       raise ValueError(f"--config.{path}={value!r}: {problem}")
+  problem = _prior_problem(config)
+  if problem:
+    raise ValueError(problem)

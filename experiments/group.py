@@ -20,7 +20,7 @@ from data_pipelines.builders.records import FACE_SIDE
 from emoflow.tasks import group
 from emoflow.train import loop, optimizer, parallel
 from emoflow.train.state import TrainState
-from experiments import individual, sources
+from experiments import comparison, individual, sources
 
 FEATURE_MODES = ("cached", "end_to_end")  # module docstring
 
@@ -83,8 +83,8 @@ def _evaluate_fn(config, fusion, mesh, builder, split: str):
 def _with_row(results: dict, fusion) -> dict:
   """The evaluation plus the Table 5 columns that name the model."""
   model = "EmoNet (fine-tuned)" if isinstance(fusion, group.FineTuned) else "EmoNet"
-  return {**results, "table_row": {"model": model, "fusion": fusion.scheme,
-                                   "stage": fusion.stage}}
+  return {**results, "row_name": fusion.scheme,
+          "table_row": {"model": model, "fusion": fusion.scheme, "stage": fusion.stage}}
 
 
 def train(config, workdir: str) -> dict:
@@ -122,14 +122,26 @@ def evaluate(config, workdir: str) -> dict:
                    fusion)
 
 
-def table(runs: list[dict]) -> list[str]:
+REFERENCE_LABEL = comparison.REFERENCES["group"].label
+
+
+def table(runs: list[dict], ref: dict | None = None) -> list[str]:
   """Markdown lines of the paper's Table 5, one row per run's results: model, fusion, stage,
-  mAC, UAR, F1, accuracy per class; then chance."""
-  return individual.accuracy_table(["model", "fusion", "stage"], [
-      ([r["table_row"]["model"], r["table_row"]["fusion"], r["table_row"]["stage"]], r, "")
-      for r in runs])
+  examples, mAC with its interval and its paired difference to the reference run `ref`
+  (experiments.comparison), UAR, F1, accuracy per class; a last row for what the true face
+  emotions allow (the ceiling, where known); then chance and what the intervals are."""
+  rows = [([r["table_row"]["model"], r["table_row"]["fusion"], r["table_row"]["stage"]], r, "")
+          for r in runs]
+  ceiling = next((r for r in runs if f"{comparison.CEILING}mAC" in r), None)
+  if ceiling is not None:
+    rows.append((["true face emotions", "majority valence (ceiling)", "-"], ceiling,
+                 comparison.CEILING))
+  lines = individual.accuracy_table(["model", "fusion", "stage"], rows, ref, REFERENCE_LABEL)
+  if any(comparison.readouts(r) for r in runs):
+    lines += ["", comparison.footnote("groups", ref, f"mAC - {REFERENCE_LABEL}")]
+  return lines
 
 
 def results_markdown(results: dict, title: str) -> str:
-  """One row in the format of the paper's Table 5 (`table`)."""
-  return "\n".join([f"## {title}", "", *table([results])]) + "\n"
+  """One row in the format of the paper's Table 5 (`table`), against results["reference"]."""
+  return "\n".join([f"## {title}", "", *table([results], results.get("reference"))]) + "\n"

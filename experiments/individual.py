@@ -11,6 +11,7 @@ from emoflow.models import EmoNet
 from emoflow.tasks import individual
 from emoflow.train import checkpoint, loop, optimizer, parallel
 from emoflow.train.state import TrainState
+from experiments import comparison
 
 
 def make_model(config) -> EmoNet:
@@ -125,15 +126,24 @@ def evaluate(config, workdir: str) -> dict:
   return _evaluate_fn(config, model, mesh, builder, config.data.eval_split)(state)
 
 
-def accuracy_table(columns: list[str], rows: list[tuple[list[str], dict, str]]) -> list[str]:
+def accuracy_table(columns: list[str], rows: list[tuple[list[str], dict, str]],
+                   ref: dict | None = None, ref_label: str = "") -> list[str]:
   """Markdown lines: the leading `columns`, then mAC, UAR, F1 and each class's accuracy, one row
-  per (leading cells, results, key prefix of its metrics); then chance."""
+  per (leading cells, results, key prefix of its metrics); then chance.
+
+  Results with per-example arrays (experiments.comparison) also get the number of examples,
+  mAC's 95% interval and, given a reference run `ref`, the paired difference to it.
+  """
   names = [k[len("acc/"):] for k in rows[0][1] if k.startswith("acc/")]
-  lines = ["| " + " | ".join([*columns, "mAC", "UAR", "F1", *names]) + " |",
-           "|" + "---|" * (len(columns) + 3 + len(names))]
+  with_examples = any(comparison.readouts(results) for _, results, _ in rows)
+  extra = ["examples", "mAC (95% CI)", f"mAC - {ref_label} (points, 95% CI)"] if with_examples \
+      else ["mAC"]
+  lines = ["| " + " | ".join([*columns, *extra, "UAR", "F1", *names]) + " |",
+           "|" + "---|" * (len(columns) + len(extra) + 2 + len(names))]
   for cells, results, p in rows:
+    mac = list(comparison.cells(results, p, ref)) if with_examples else [f"{results[f'{p}mAC']:.2%}"]
     lines.append("| " + " | ".join([
-        *cells, f"{results[f'{p}mAC']:.2%}", f"{results[f'{p}UAR']:.4f}", f"{results[f'{p}F1']:.4f}",
+        *cells, *mac, f"{results[f'{p}UAR']:.4f}", f"{results[f'{p}F1']:.4f}",
         *(f"{results[f'{p}acc/{name}']:.2%}" for name in names)]) + " |")
   return lines + [f"\nchance: {1 / len(names):.1%}"]
 

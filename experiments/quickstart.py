@@ -31,7 +31,7 @@ from emoflow.fileio import atomic_open
 from emoflow.models.emonet import count_macs
 from emoflow.tasks import group as group_task
 from emoflow.train import plots
-from experiments import export_model, group, individual, score_video, sources, video
+from experiments import comparison, export_model, group, individual, score_video, sources, video
 from experiments.workdir import save_or_check_config
 
 def _stage_configs(config, workdir: str) -> list[tuple[str, object, object]]:
@@ -249,6 +249,14 @@ def _predict_lines(done: dict) -> list[str]:
   return lines
 
 
+def _reference(results: dict, stages: list[str], level: str) -> dict:
+  """The stage whose results a level's table takes its paired differences to (FeA, FeC + RNN)."""
+  name = comparison.REFERENCES[level].value
+  if name not in stages:
+    return {"missing": f"no {comparison.REFERENCES[level].label} stage in this run"}
+  return results[name]
+
+
 def results_markdown(results: dict, title: str) -> str:
   """The paper's three tables (Fig. 4's EmoNet row, Table 5, Table 7), the held-out video's
   labelling, and the time per stage."""
@@ -257,11 +265,11 @@ def results_markdown(results: dict, title: str) -> str:
   fusions = results["stages"]["group"]
   if fusions:
     lines += ["", "### Groups (paper Tables 5 and 6): fusions of EmoNet's features", "",
-              *group.table([results[n] for n in fusions])]
+              *group.table([results[n] for n in fusions], _reference(results, fusions, "group"))]
   models = results["stages"]["video"]
   if models:
     lines += ["", "### Videos (paper Table 7): FeC over time", "",
-              *video.table([results[n] for n in models])]
+              *video.table([results[n] for n in models], _reference(results, models, "video"))]
   if results.get("predict"):
     lines += ["", "### A held-out video", "", *_predict_lines(results["predict"])]
   if results["seconds"]:

@@ -26,7 +26,7 @@ from emoflow import host_memory
 from emoflow.fileio import atomic_open
 from emoflow.train import distributed
 from emoflow.train.loop import NonFiniteLossError
-from experiments import command, configs
+from experiments import command, comparison, configs
 from experiments.workdir import save_or_check_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: NAME[:arg]",
@@ -78,6 +78,17 @@ def scalar_results(results: dict) -> dict:
   return {k: float(v) for k, v in results.items() if is_number(v)}
 
 
+def _with_intervals(config, workdir: str, results: dict) -> dict:
+  """Per-example results (group and video levels) saved to predictions_SPLIT.npz, the reference
+  run's (config.eval.reference_workdir) found for the paired differences, and the intervals
+  added to the results (experiments.comparison)."""
+  split = config.data.eval_split
+  if comparison.save(workdir, split, results, results.get("row_name", "")) is None:
+    return results
+  ref = comparison.reference(workdir, config.eval.get("reference_workdir", ""), split, results)
+  return {**results, "reference": ref, **comparison.intervals(results, ref)}
+
+
 def main(argv, run_name: str) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and TFDS are chatty at INFO
@@ -102,6 +113,7 @@ def main(argv, run_name: str) -> None:
     results = task.evaluate(config, workdir)
   if not distributed.is_main_process():
     return
+  results = _with_intervals(config, workdir, results)
   text = task.results_markdown(results, title=f"{run_name} ({_MODE.value}, "
                                f"{config.data.eval_split} split)")
   print(text)

@@ -2,6 +2,7 @@
 
   python -m experiments.sweep --config=NAME[:arg] --sweep=SPEC [--sweep_dir=DIR]
       [--devices_per_run=1] [--gpus=auto] [--parallel=1] [--host_shard=I/N] [--metrics=a,b]
+      [--eval_split=SPLIT]
 
 SPEC is a grid, `key=v1,v2;key2=v3,v4` (every combination; a key with one
 value is an override shared by all runs), or `@FILE.json` holding a grid
@@ -24,6 +25,12 @@ and every final metric of its results.json; DIR/results.md (also printed)
 shows the values that vary and the paper's mAC, UAR, F1 (or --metrics). The
 exit code is 1 if a run failed, 2 for a mistake in the command (then nothing
 is started).
+
+`--eval_split=test` scores the trained runs of the same command on another
+split instead of training (`experiments.run --mode=eval` in each run
+directory, skipping runs that have results_SPLIT.json) and writes
+DIR/results_SPLIT.md and .csv alike, paired differences included: the split
+looked at once, after the choices were made on the validation split.
 """
 
 import ast
@@ -39,7 +46,7 @@ import time
 from absl import flags
 
 from emoflow.fileio import atomic_open
-from experiments import command, configs
+from experiments import command, configs, sweep_intervals
 
 FLAGS = flags.FLAGS
 FIRST_METRICS = ("mAC", "UAR", "F1")  # the paper's three, first in the table when present
@@ -56,6 +63,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("host_shard", "0/1", "I/N: this host runs runs I, I+N, I+2N, ...")
   flags.DEFINE_list("metrics", [], "results.json keys in results.md, or 'all' (default: mAC, "
                     "UAR, F1 when the runs have them)")
+  flags.DEFINE_string("eval_split", "", "score the trained runs on this split (--mode=eval) "
+                      "instead of training; summary in results_SPLIT.md")
   flags.DEFINE_bool("debug", False, "show tracebacks for user errors")
 
 
@@ -157,10 +166,16 @@ def parse_host_shard(text: str) -> tuple[int, int]:
   return int(index), int(count)
 
 
-def read_results(workdir: str) -> dict | None:
-  """A finished run's results.json (written last by experiments.run), else None."""
+def results_name(eval_split: str = "") -> str:
+  """What experiments.run calls a run's results: results (training), results_SPLIT (--mode=eval)."""
+  return f"results_{eval_split}" if eval_split else "results"
+
+
+def read_results(workdir: str, eval_split: str = "") -> dict | None:
+  """A finished run's results.json (or results_SPLIT.json; written last by experiments.run),
+  else None."""
   try:
-    with open(os.path.join(workdir, "results.json")) as f:
+    with open(os.path.join(workdir, results_name(eval_split) + ".json")) as f:
       return json.load(f)
   except FileNotFoundError:
     return None
@@ -176,8 +191,10 @@ def _last_error(log_path: str) -> str:
 class Scheduler:
   """Starts runs in free device slots and reports each as it starts and ends."""
 
-  def __init__(self, config_spec: str, sweep_dir: str, slots: list[dict], total: int):
+  def __init__(self, config_spec: str, sweep_dir: str, slots: list[dict], total: int,
+               eval_split: str = ""):
     self.config_spec, self.sweep_dir, self.total = config_spec, sweep_dir, total
+    self.eval_split = eval_split
     self.free = list(slots)
     self.running: dict = {}  # Popen -> (name, slot, start time, log file)
     self.outcome: dict[str, dict] = {}
@@ -186,10 +203,13 @@ class Scheduler:
     slot = self.free.pop(0)
     workdir = os.path.join(self.sweep_dir, name)
     os.makedirs(workdir, exist_ok=True)
-    log = open(os.path.join(workdir, "sweep.log"), "w")  # noqa: SIM115 - closed when it ends
+    log_name = f"sweep_{self.eval_split}.log" if self.eval_split else "sweep.log"
+    log = open(os.path.join(workdir, log_name), "w")  # noqa: SIM115 - closed when it ends
     env = {**os.environ, **{k: v for k, v in slot.items() if k != "label"}}
+    mode = ["--mode=eval", f"--config.data.eval_split={self.eval_split}"] if self.eval_split \
+        else []
     argv = [sys.executable, "-m", "experiments.run", f"--config={self.config_spec}",
-            f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in overrides.items())]
+            f"--workdir={workdir}", *mode, *(f"--config.{k}={v}" for k, v in overrides.items())]
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     self.running[proc] = (name, slot, time.perf_counter(), log)
     print(f"[{index}/{self.total}] {name}: started on {slot['label']}", flush=True)
@@ -222,16 +242,22 @@ class Scheduler:
 
 
 def run_sweep(config_spec: str, runs: list[dict[str, str]], sweep_dir: str, slots: list[dict],
-              host_shard: tuple[int, int] = (0, 1)) -> dict[str, dict]:
-  """Runs what is not done yet; {name: {"status", "seconds"?, "results"?}} of every run."""
+              host_shard: tuple[int, int] = (0, 1), eval_split: str = "") -> dict[str, dict]:
+  """Runs (or, with `eval_split`, scores) what is not done yet; {name: {"status", "seconds"?,
+  "results"?}} of every run."""
   names = run_names(runs)
   shard_index, shard_count = host_shard
   mine = [i for i in range(len(runs)) if i % shard_count == shard_index]
-  todo = [i for i in mine if read_results(os.path.join(sweep_dir, names[i])) is None]
+  todo = [i for i in mine if read_results(os.path.join(sweep_dir, names[i]), eval_split) is None]
+  untrained = [names[i] for i in todo if eval_split and read_results(
+      os.path.join(sweep_dir, names[i])) is None]
+  if untrained:
+    raise ValueError(f"--eval_split: run {untrained[0]} of {sweep_dir} has not finished training "
+                     f"({len(untrained)} such); run the sweep without --eval_split first")
   print(f"sweep of {len(runs)} runs in {sweep_dir}: {len(mine) - len(todo)} done before, "
         f"{len(todo)} to run" + (f" (host {shard_index} of {shard_count})" if shard_count > 1
                                  else ""), flush=True)
-  scheduler = Scheduler(config_spec, sweep_dir, slots, len(runs))
+  scheduler = Scheduler(config_spec, sweep_dir, slots, len(runs), eval_split)
   try:
     for position, i in enumerate(todo):
       if not scheduler.free or (position == 1 and scheduler.running):
@@ -243,7 +269,7 @@ def run_sweep(config_spec: str, runs: list[dict[str, str]], sweep_dir: str, slot
     scheduler.stop()
   summary = {}
   for name in names:
-    results = read_results(os.path.join(sweep_dir, name))
+    results = read_results(os.path.join(sweep_dir, name), eval_split)
     row = dict(scheduler.outcome.get(name, {"status": "pending"}))
     if results is not None:
       row.update(status="done", results=results)
@@ -264,23 +290,38 @@ def summary_table(runs: list[dict[str, str]], summary: dict[str, dict], keys: li
 
 
 def write_summary(runs: list[dict[str, str]], summary: dict[str, dict], sweep_dir: str,
-                  metrics: list[str]) -> str:
+                  metrics: list[str], config=None, eval_split: str = "") -> str:
   """DIR/results.csv (every key and metric) and DIR/results.md (returned: the keys that vary,
-  `metrics` or else the paper's three), each written whole."""
+  `metrics` or else the paper's three; for group and video runs of `config`, each run's mAC
+  interval and paired difference to its reference run, and the means over seeds), each
+  written whole; results_SPLIT.* for the runs scored on `eval_split`."""
+  if eval_split:
+    runs = [{**run, "data.eval_split": eval_split} for run in runs]  # whose predictions to read
+  name = results_name(eval_split)
   keys = list(dict.fromkeys(k for run in runs for k in run))
   found = list(dict.fromkeys(k for row in summary.values() for k in row.get("results", {})))
-  with atomic_open(os.path.join(sweep_dir, "results.csv"), "w") as f:
+  with atomic_open(os.path.join(sweep_dir, name + ".csv"), "w") as f:
     csv.writer(f).writerows(summary_table(runs, summary, keys, sorted(found)))
   shared = {k: runs[0][k] for k in keys if all(run.get(k) == runs[0].get(k) for run in runs)}
   if metrics == ["all"]:
     metrics = sorted(found)
   rows = summary_table(runs, summary, [k for k in keys if k not in shared],
                        metrics or [m for m in FIRST_METRICS if m in found] or sorted(found))
+  if config is not None:
+    header, extra = sweep_intervals.run_rows(runs, list(summary), sweep_dir, config,
+                                             [row.get("results") for row in summary.values()])
+    if header:
+      rows = [rows[0] + header] + [row + cells for row, cells in zip(rows[1:], extra)]
   lines = [f"shared: {', '.join(f'{k}={v}' for k, v in shared.items())}", ""] if shared else []
   lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
   lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+  means = sweep_intervals.seed_mean_lines(runs, list(summary), sweep_dir, config) \
+      if config is not None else []
+  if means:
+    lines += ["", "Means over seeds (intervals: the seeds' models scored on the same "
+              "resampled examples):", "", *means]
   text = "\n".join(lines) + "\n"
-  with atomic_open(os.path.join(sweep_dir, "results.md")) as f:
+  with atomic_open(os.path.join(sweep_dir, name + ".md")) as f:
     f.write(text)
   return text
 
@@ -297,12 +338,14 @@ def main() -> None:
   host_shard = parse_host_shard(FLAGS.host_shard)
   sweep_dir = FLAGS.sweep_dir or os.path.join("runs", "sweeps", run_name)
   try:
-    summary = run_sweep(FLAGS.config, runs, sweep_dir, slots, host_shard)
+    summary = run_sweep(FLAGS.config, runs, sweep_dir, slots, host_shard, FLAGS.eval_split)
   except KeyboardInterrupt:
     print(f"interrupted; the same command resumes the sweep in {sweep_dir}", file=sys.stderr)
     sys.exit(130)
-  text = write_summary(runs, summary, sweep_dir, FLAGS.metrics)
-  print(f"\n## sweep of {run_name}\n\n{text}\nsweep_dir: {sweep_dir}")
+  text = write_summary(runs, summary, sweep_dir, FLAGS.metrics, configs.load(path, arg),
+                       FLAGS.eval_split)
+  split = f" ({FLAGS.eval_split} split)" if FLAGS.eval_split else ""
+  print(f"\n## sweep of {run_name}{split}\n\n{text}\nsweep_dir: {sweep_dir}")
   if any(row["status"] == "failed" for row in summary.values()):
     sys.exit(1)
 

@@ -15,17 +15,22 @@ def _normal(h, mean, log_std):
   return stats.norm.logpdf(h, loc=mean, scale=np.exp(log_std))
 
 
-def _ref_entries(name, prior, p, h):
+def _ref_entries(name, prior, p, h, mask):
   """Per-entry log density [B,C,M,N] in numpy/scipy, independent of priors.py."""
+  # Scaling "group": a group's locations over sqrt(its valid faces), at least 1.
+  shrink = np.ones(len(h))
+  if prior.scaling == "group":
+    shrink = 1 / np.sqrt(np.maximum(mask.sum(1), 1))
   h = h[:, None]  # [B,1,M,N]
+  at = lambda loc: loc[None, ..., None] * shrink.reshape(-1, *[1] * (loc.ndim + 1))
   if name in ("class_gaussian", "learned_gaussian"):
-    return _normal(h, p["mean"][..., None], p["log_std"][..., None])
+    return _normal(h, at(p["mean"]), p["log_std"][..., None])
   if name == "student_t":
-    return stats.t.logpdf(h, df=prior.df, loc=p["loc"][..., None],
+    return stats.t.logpdf(h, df=prior.df, loc=at(p["loc"]),
                           scale=np.exp(p["log_scale"][..., None]))
   if name == "gaussian_mixture":
     log_w = p["logits"] - special.logsumexp(p["logits"], axis=1, keepdims=True)
-    comp = _normal(h[:, :, None], p["mean"][..., None], p["log_std"][..., None])
+    comp = _normal(h[:, :, None], at(p["mean"]), p["log_std"][..., None])
     return special.logsumexp(log_w[..., None, None] + comp, axis=2)
   raise AssertionError(f"no reference for {name}")
 
@@ -44,15 +49,17 @@ def _perturbed(prior, seed=0):
   return jax.tree.map(lambda x: np.asarray(x) + 0.3 * rng.normal(size=x.shape), params)
 
 
+@pytest.mark.parametrize("scaling", priors.SCALINGS)
 @pytest.mark.parametrize("name", priors.known())
-def test_log_prob_matches_scipy(name):
+def test_log_prob_matches_scipy(name, scaling):
   with jax.enable_x64(True):
-    prior = priors.make(name, num_classes=C)
+    prior = priors.make(name, num_classes=C, scaling=scaling, geometry="simplex")
     params = _perturbed(prior)
     h, mask = _data()
     got = np.asarray(jax.jit(prior.log_prob)(params, jnp.asarray(h), jnp.asarray(mask)))
     assert got.dtype == np.float64
-    want = np.where(mask[:, None, None, :], _ref_entries(name, prior, params, h), 0).sum((2, 3))
+    want = np.where(mask[:, None, None, :], _ref_entries(name, prior, params, h, mask), 0)
+    want = want.sum((2, 3))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-10)
     assert np.all(got[1] == 0)
 
@@ -85,8 +92,47 @@ def test_param_gradients_zero_only_for_fixed(name):
   norms = [float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads)]
   if prior.trainable:
     assert all(n > 0 for n in norms), norms
+    held = priors.make(name, num_classes=C, fixed=prior.param_names[-1:])
+    grads = jax.grad(lambda p: held.log_prob(p, h, mask)[:, 0].sum())(params)
+    assert float(jnp.abs(grads[held.param_names[-1]]).sum()) == 0
+    assert all(float(jnp.abs(grads[k]).sum()) > 0 for k in held.param_names[:-1])
   else:
     assert all(n == 0 for n in norms), norms
+
+
+@pytest.mark.parametrize("geometry", priors.GEOMETRIES)
+@pytest.mark.parametrize("scaling", priors.SCALINGS)
+def test_class_distance_per_unit_of_scaling(geometry, scaling):
+  """Nearest classes sit `separation` apart per entry, per face or per group (whatever M and n
+  for "group"): the log-likelihood gap at a class's own location says so (unit variances)."""
+  with jax.enable_x64(True):
+    for m, n in ((8, 1), (128, 8), (64, 3)):
+      _check_distance(geometry, scaling, m, n)
+
+
+def _check_distance(geometry, scaling, m, n):
+  prior = priors.make("learned_gaussian", num_classes=3, separation=1.5, geometry=geometry,
+                      scaling=scaling)
+  params = prior.init(None, num_features=m)
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
+  mask = jnp.ones((1, n), bool)
+  shrink = 1 / np.sqrt(n) if scaling == "group" else 1.0
+  at_class0 = jnp.broadcast_to(params["mean"][0][None, :, None] * shrink, (1, m, n))
+  logp = np.asarray(prior.log_prob(params, at_class0, mask))[0]
+  squared = 2 * (logp[0] - logp[1:].max())  # ||mu_0 - mu_nearest||^2 over the group's entries
+  per_unit = {"entry": m * n, "face": n, "group": 1}[scaling]
+  np.testing.assert_allclose(squared, 1.5 ** 2 * per_unit, rtol=1e-9)
+
+
+def test_simplex_classes_are_equidistant_and_bad_options_are_one_line_errors():
+  mean = np.asarray(priors.make("learned_gaussian", num_classes=4, separation=2.0,
+                                geometry="simplex", scaling="face").init(None, 10)["mean"])
+  distances = [np.linalg.norm(mean[i] - mean[j]) for i in range(4) for j in range(i)]
+  np.testing.assert_allclose(distances, 2.0, rtol=1e-6)
+  for bad in ({"geometry": "cube"}, {"scaling": "pixel"}, {"fixed": ("loc",)}):
+    with pytest.raises(ValueError) as err:
+      priors.make("learned_gaussian", **bad)
+    assert "\n" not in str(err.value)
 
 
 def test_jit_with_prior_static_and_shapes():

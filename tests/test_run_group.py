@@ -40,10 +40,13 @@ def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data
                f"--config.data.source={groups}")
   result = run_experiment(*args)
   assert result.returncode == 0, result.stderr[-2000:]
-  header = "| model | fusion | stage | mAC | UAR | F1 | positive | negative | neutral |"
+  header = ("| model | fusion | stage | examples | mAC (95% CI) | mAC - FeA (points, 95% CI) | "
+            "UAR | F1 | positive | negative | neutral |")
   assert header in result.stdout
-  assert f"| EmoNet | {scheme} |" in result.stdout
-  for name in ("results.md", "metrics.csv", "plots/confusion_matrix.png", "checkpoints/4"):
+  assert f"| EmoNet | {scheme} | " in result.stdout
+  assert "No difference column: no predictions of the validation split in" in result.stdout
+  for name in ("results.md", "metrics.csv", "plots/confusion_matrix.png", "checkpoints/4",
+               "predictions_validation.npz"):
     assert os.path.exists(tmp_path / "run" / name), name
   if fusion == "fec":
     evaluated = run_experiment(*args, "--mode=eval")

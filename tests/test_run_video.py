@@ -38,7 +38,8 @@ def test_tiny_run_of_each_cell_writes_table_7_rows_and_confusion_pictures(
                f"--config.data.source={clips.data_dir}", "--config.model.nll_weight=0.1")
   result = run_experiment(*args)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert "| model | prediction | mAC | UAR | F1 | positive | negative | neutral |" in result.stdout
+  assert ("| model | prediction | examples | mAC (95% CI) | mAC - FeC + RNN (points, 95% CI) | "
+          "UAR | F1 | positive | negative | neutral |") in result.stdout
   for readout in ("video (last frame)", "video (mean of frames)", "frames"):
     assert f"| {name} | {readout} |" in result.stdout
   for picture in ("confusion_matrix", "confusion_matrix_mean", "confusion_matrix_frames"):

@@ -99,6 +99,26 @@ def test_a_host_runs_its_shard_and_the_summary_covers_every_run(tmp_path, capsys
     sweep.parse_host_shard("2/2")
 
 
+def test_scoring_on_another_split_reads_its_own_results_and_needs_trained_runs(tmp_path, capsys):
+  runs = sweep.parse_spec("seed=0,1")
+  for name, mac in (("seed=0", 0.5), ("seed=1", 0.75)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps({"mAC": 0.1}))
+    (tmp_path / name / "results_test.json").write_text(json.dumps({"mAC": mac}))
+  summary = sweep.run_sweep("emonet_synthcrowd:tiny", runs, str(tmp_path), [{"label": "CPU"}],
+                            eval_split="test")
+  assert "2 done before, 0 to run" in capsys.readouterr().out
+  text = sweep.write_summary(runs, summary, str(tmp_path), metrics=["mAC"], eval_split="test")
+  assert "| seed=0 | 0 | done | 0.5 |" in text and "| seed=1 | 1 | done | 0.75 |" in text
+  assert (tmp_path / "results_test.md").read_text() == text
+  assert not (tmp_path / "results.md").exists()
+  (tmp_path / "seed=1" / "results_test.json").unlink()
+  (tmp_path / "seed=1" / "results.json").unlink()
+  with pytest.raises(ValueError, match="run seed=1 of .* has not finished training"):
+    sweep.run_sweep("emonet_synthcrowd:tiny", runs, str(tmp_path), [{"label": "CPU"}],
+                    eval_split="test")
+
+
 def test_a_bad_key_ends_the_command_in_one_line_before_any_run(tmp_path):
   result = _sweep("--config=emonet_synthcrowd:tiny", "--sweep=optimizer.lr=1,2",
                   f"--sweep_dir={tmp_path}/sweep")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emoflow.models import NVPF, TNVPF, count_params
-from emoflow.models.tnvpf import max_pool, mean_pool
+from emoflow.models.tnvpf import max_pool, mean_pool, sum_pool
 
 B, T, G, N, M = 2, 5, 3, 4, 6
 HIDDEN, UNITS, WIDTH = 8, 2, 4
@@ -209,18 +209,50 @@ def test_group_flow_is_a_fec_nvpf():
   np.testing.assert_allclose(out["group_logdet"], logdet.reshape(B, T, G), rtol=1e-6, atol=1e-6)
 
 
+def test_zero_frame_units_feed_the_cell_the_group_stack_itself():
+  """frame_units=0 (the ablation of the frame flow): H_t is S_t, log-det 0, no frame_flow
+  params; the rest of the model is unchanged."""
+  model = TNVPF(cell="tnvpf", hidden=HIDDEN, group_units=UNITS, group_width=WIDTH,
+                frame_units=0, frame_width=WIDTH)
+  inputs = make_inputs()
+  variables = model.init(jax.random.key(0), *inputs)
+  assert "frame_flow" not in variables["params"]
+  out = jax.jit(model.apply)(variables, *inputs)
+  face_valid = out["face_valid"]
+  h = np.asarray(out["group_h"])
+  count = np.maximum(face_valid.sum(-1), 1)[..., None]
+  stack = np.swapaxes((h * face_valid[..., None, :]).sum(-1) / count, -1, -2)
+  np.testing.assert_allclose(out["frame_h"], stack, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(out["frame_logdet"], 0)
+
+
+def test_mean_frame_readout_feeds_the_cell_the_mean_of_h_t_over_valid_groups():
+  model = TNVPF(cell="tnvpf", hidden=HIDDEN, group_units=UNITS, group_width=WIDTH,
+                frame_units=UNITS, frame_width=WIDTH, frame_readout="mean")
+  inputs = make_inputs()
+  variables = model.init(jax.random.key(0), *inputs)
+  out = jax.jit(lambda v, *x: model.apply(v, *x, method=TNVPF.fuse))(variables, *inputs)
+  h, valid = np.asarray(out["frame_h"]), np.asarray(out["group_valid"])
+  want = (h * valid[..., None, :]).sum(-1) / np.maximum(valid.sum(-1), 1)[..., None]
+  np.testing.assert_allclose(out["frame_inputs"], want, rtol=1e-6, atol=1e-6)
+  assert variables["params"]["recurrence"]["W_z"]["kernel"].shape[0] == M  # not M * G
+  with pytest.raises(ValueError, match="frame_readout 'first' unknown"):
+    TNVPF(frame_readout="first").init(jax.random.key(0), *inputs)
+
+
 def test_pooling_over_valid_faces():
   h = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) - 10
   mask = np.array([[1, 0, 1, 0], [0, 0, 0, 0]], bool)
   np.testing.assert_array_equal(mean_pool(h, mask), [(h[0, :, 0] + h[0, :, 2]) / 2, [0, 0, 0]])
   np.testing.assert_array_equal(max_pool(h, mask), [h[0, :, 2], [0, 0, 0]])
+  np.testing.assert_array_equal(sum_pool(h, mask), [h[0, :, 0] + h[0, :, 2], [0, 0, 0]])
 
 
 def test_unknown_cell_or_pooling():
   with pytest.raises(ValueError, match="cell 'gru' unknown"):
     make_model("gru").init(jax.random.key(0), *make_inputs())
-  with pytest.raises(ValueError, match="group_pooling 'sum' unknown"):
-    make_model(pooling="sum").init(jax.random.key(0), *make_inputs())
+  with pytest.raises(ValueError, match="group_pooling 'median' unknown"):
+    make_model(pooling="median").init(jax.random.key(0), *make_inputs())
 
 
 @pytest.mark.parametrize("cell,hidden,recurrence", [

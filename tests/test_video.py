@@ -106,6 +106,28 @@ def test_train_step_lowers_the_loss():
   assert losses[-1] < losses[0]
 
 
+def test_a_held_group_flow_keeps_its_params_and_the_rest_trains():
+  """train_group_flow False: the group flow (a trained FeC's) stays bit for bit, through
+  experiments.video's optimizer (set_to_zero on what `frozen` marks) and stop_gradient."""
+  from experiments import video as video_experiment  # noqa: PLC0415
+  fusion = video.TemporalFusion(_fusion().model, _fusion().prior, 0.0, train_group_flow=False)
+  config = ml_collections.ConfigDict({
+      "seed": 0, "num_steps": 5, "optimizer": {"name": "adam", "learning_rate": 1e-2,
+                                               "warmup_steps": 0, "schedule": "constant"},
+      "model": {"max_groups": G, "max_faces": N}})
+  state = video_experiment.initial_state(config, fusion, M)
+  start = jax.device_get(state.params)
+  step = jax.jit(video.make_train_step(fusion))
+  for i in range(3):
+    state, _ = step(state, _batch(i), jax.random.key(i))
+  params = jax.device_get(state.params)
+  jax.tree.map(np.testing.assert_array_equal, start["tnvpf"]["group_flow"],
+               params["tnvpf"]["group_flow"])
+  for part in ("frame_flow", "recurrence", "head"):
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(start["tnvpf"][part]), jax.tree.leaves(params["tnvpf"][part]))), part
+
+
 def test_evaluate_matches_sklearn_for_both_readouts_and_the_frames():
   fusion = _fusion()
   variables, mesh = _variables(fusion), parallel.make_data_mesh()
@@ -129,3 +151,11 @@ def test_evaluate_matches_sklearn_for_both_readouts_and_the_frames():
     assert results[f"{prefix}UAR"] == pytest.approx(skm.balanced_accuracy_score(labels, predictions))
     np.testing.assert_array_equal(results[f"{prefix}confusion_matrix"],
                                   skm.confusion_matrix(labels, predictions, labels=[0, 1, 2]))
+  # Per clip, for paired intervals: each readout right or wrong, frames right out of labelled.
+  frame_right = (np.argmax(probs["frame"], -1) == examples["frame_labels"]) & labelled
+  np.testing.assert_array_equal(results["examples/label"], examples["label"])
+  np.testing.assert_array_equal(results["examples/correct"], cases[""][1] == examples["label"])
+  np.testing.assert_array_equal(results["examples/mean/correct"],
+                                cases["mean/"][1] == examples["label"])
+  np.testing.assert_array_equal(results["examples/frame/correct"], frame_right.sum(1))
+  np.testing.assert_array_equal(results["examples/frame/total"], labelled.sum(1))

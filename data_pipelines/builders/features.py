@@ -28,8 +28,10 @@ EmbedFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def config_name(source_info, step: int, digest: str) -> str:
-  """`<source name>_<config>_step<step>_<digest[:12]>`, with TFDS-safe characters only."""
-  parts = [source_info.name, source_info.config_name, f"step{step}", digest[:12]]
+  """`<source name>_<config>_v<version>_step<step>_<digest[:12]>`, with TFDS-safe characters
+  only: a source rendered again at another version (other splits) gets a cache of its own."""
+  parts = [source_info.name, source_info.config_name, f"v{source_info.version}", f"step{step}",
+           digest[:12]]
   return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(p for p in parts if p))
 
 

@@ -21,9 +21,23 @@ Trainable or not: every prior has params, so a trainer optimises
 applies `jax.lax.stop_gradient` to its params inside `log_prob`, so their
 gradient is zero and the optimiser leaves them where `init` put them.
 
-Class means start evenly spaced over [-separation, separation] in class-index
-order (`class_means`); the order carries no meaning beyond telling classes
-apart.
+Where the classes sit, shared by every prior (its fields):
+
+- `geometry`: "line" (as printed) puts class c's location at the same scalar
+  on every feature, evenly spaced over [-separation, separation] in class-index
+  order (`class_means`), so the middle class lies between the others; "simplex"
+  puts every pair of classes `separation` apart along orthogonal directions
+  (class c on the features m = c mod C), no class between two others.
+- `scaling`: the unit `separation` is measured in. "entry" (as printed): per
+  entry of H, so two classes of a group with n faces sit separation * sqrt(M n)
+  apart and their log-likelihoods differ by thousands of nats at M = 128; the
+  cross-entropy of such scores saturates. "face": per face (a face's M entries
+  together), separation * sqrt(n) per group: evidence adds up over faces as
+  independent votes would. "group": per group, whatever M and n: the locations
+  of a group with n valid faces are the stored ones over sqrt(n) (IB-INN's
+  geometry, Ardizzone et al. 2020: class distances independent of the dimension).
+- `fixed`: names of params held where `init` put them (stop-gradient), e.g.
+  ("log_std",) trains the means only; class_gaussian holds all of them.
 """
 
 import dataclasses
@@ -61,10 +75,20 @@ def make(name: str, **hparams) -> "Prior":
   return cls(**hparams)
 
 
+GEOMETRIES = ("line", "simplex")
+SCALINGS = ("entry", "face", "group")
+
+
 def class_means(num_classes: int, separation: float) -> jax.Array:
   """[C] means evenly spaced over [-separation, separation] (0 for one class)."""
   c = jnp.arange(num_classes)
   return separation * (2 * c - (num_classes - 1)) / max(num_classes - 1, 1)
+
+
+def simplex_directions(num_classes: int, num_features: int) -> jax.Array:
+  """[C, M] orthonormal rows: class c spread evenly over the features m = c mod C."""
+  on = jnp.arange(num_features)[None, :] % num_classes == jnp.arange(num_classes)[:, None]
+  return on / jnp.sqrt(jnp.maximum(on.sum(1, keepdims=True), 1))
 
 
 def normal_logpdf(x: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
@@ -79,43 +103,83 @@ class Prior:
 
   Attributes:
     num_classes: C, the number of class-conditional densities.
-    separation: class c's location starts at `class_means(C, separation)[c]`.
+    separation: how far apart the class locations start, in units of `scaling`.
+    geometry: "line" (as printed) or "simplex" (module docstring).
+    scaling: "entry" (as printed), "face" or "group" (module docstring).
+    fixed: names of params that keep their `init` values.
   """
   num_classes: int = 3
   separation: float = 2.0
+  geometry: str = "line"
+  scaling: str = "entry"
+  fixed: tuple[str, ...] = ()
 
   trainable: ClassVar[bool] = True
+  param_names: ClassVar[tuple[str, ...]] = ()  # the keys of `init`'s params
+
+  def __post_init__(self):
+    if self.geometry not in GEOMETRIES:
+      raise ValueError(f"prior geometry {self.geometry!r} unknown; known: {', '.join(GEOMETRIES)}")
+    if self.scaling not in SCALINGS:
+      raise ValueError(f"prior scaling {self.scaling!r} unknown; known: {', '.join(SCALINGS)}")
+    object.__setattr__(self, "fixed", tuple(self.fixed))
+    unknown = [p for p in self.fixed if p not in self.param_names]
+    if unknown:
+      raise ValueError(f"fixed prior params {', '.join(unknown)} unknown; "
+                       f"{type(self).__name__} has {', '.join(self.param_names)}")
 
   def init(self, rng: jax.Array, num_features: int) -> Params:
     raise NotImplementedError
 
-  def entry_log_prob(self, params: Params, h: jax.Array) -> jax.Array:
-    """Per-entry log density of h [B,M,N] under each class -> [B,C,M,N]."""
+  def entry_log_prob(self, params: Params, h: jax.Array, shrink: jax.Array | None) -> jax.Array:
+    """Per-entry log density of h [B,M,N] under each class -> [B,C,M,N]; `shrink` [B] (or
+    None: 1) multiplies the class locations of each example (`located`)."""
     raise NotImplementedError
 
   def _start_locations(self, num_features: int) -> jax.Array:
-    """[C, M]: each class's start mean, repeated over the features."""
-    means = class_means(self.num_classes, self.separation)
-    return jnp.broadcast_to(means[:, None], (self.num_classes, num_features))
+    """[C, M]: each class's start location over the features (geometry, scaling)."""
+    if self.geometry == "line":
+      means = class_means(self.num_classes, self.separation)
+      start = jnp.broadcast_to(means[:, None], (self.num_classes, num_features))
+    else:
+      start = self.separation / math.sqrt(2) * simplex_directions(self.num_classes, num_features)
+      start = start * math.sqrt(num_features)  # per entry: as far apart as "line" per entry
+    return start if self.scaling == "entry" else start / math.sqrt(num_features)
+
+  def _held(self, params: Params) -> Params:
+    """params with the fixed ones (all, for a prior that is not trainable) stop-gradiented."""
+    return {k: jax.lax.stop_gradient(v) if not self.trainable or k in self.fixed else v
+            for k, v in params.items()}
 
   def log_prob(self, params: Params, h: jax.Array, mask: jax.Array) -> jax.Array:
     """log p_H(H | c) for every class c: [B,M,N], [B,N] -> [B,C].
 
     Padded columns are zeroed before the density (so garbage there cannot
-    reach values or gradients) and masked out after it.
+    reach values or gradients) and masked out after it. With scaling "group"
+    a group's locations are divided by the square root of its valid faces.
     """
-    if not self.trainable:
-      params = jax.lax.stop_gradient(params)
+    shrink = None
+    if self.scaling == "group":
+      shrink = jax.lax.rsqrt(jnp.maximum(mask.sum(-1), 1).astype(h.dtype))
     valid = mask[:, None, None, :]
     h = jnp.where(mask[:, None, :], h, 0)
-    logp = jnp.where(valid, self.entry_log_prob(params, h), 0)
+    logp = jnp.where(valid, self.entry_log_prob(self._held(params), h, shrink), 0)
     return logp.sum(axis=(2, 3))
+
+
+def located(loc: jax.Array, shrink: jax.Array | None) -> jax.Array:
+  """Class locations [*L] ready to meet entries [..., M, N]: [*L, 1], or [B, *L, 1] scaled by
+  `shrink` [B] per example."""
+  if shrink is None:
+    return loc[..., None]
+  return loc[None, ..., None] * shrink.reshape(-1, *([1] * (loc.ndim + 1)))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Gaussian(Prior):
   """Per class c and feature m, entries iid N(mean[c,m], exp(log_std[c,m])^2)."""
   stds: float | tuple[float, ...] = 1.0
+  param_names: ClassVar[tuple[str, ...]] = ("mean", "log_std")
 
   def init(self, rng: jax.Array, num_features: int) -> Params:
     del rng  # deterministic start
@@ -123,8 +187,8 @@ class _Gaussian(Prior):
     log_std = jnp.broadcast_to(jnp.log(stds)[:, None], (self.num_classes, num_features))
     return {"mean": self._start_locations(num_features), "log_std": log_std}
 
-  def entry_log_prob(self, params: Params, h: jax.Array) -> jax.Array:
-    return normal_logpdf(h[:, None], params["mean"][..., None], params["log_std"][..., None])
+  def entry_log_prob(self, params: Params, h: jax.Array, shrink: jax.Array | None) -> jax.Array:
+    return normal_logpdf(h[:, None], located(params["mean"], shrink), params["log_std"][..., None])
 
 
 @register("class_gaussian")
@@ -161,16 +225,17 @@ class StudentT(Prior):
   means with scale 1); `df` (degrees of freedom) is fixed.
   """
   df: float = 5.0
+  param_names: ClassVar[tuple[str, ...]] = ("loc", "log_scale")
 
   def init(self, rng: jax.Array, num_features: int) -> Params:
     del rng  # deterministic start
     loc = self._start_locations(num_features)
     return {"loc": loc, "log_scale": jnp.zeros_like(loc)}
 
-  def entry_log_prob(self, params: Params, h: jax.Array) -> jax.Array:
+  def entry_log_prob(self, params: Params, h: jax.Array, shrink: jax.Array | None) -> jax.Array:
     nu = self.df
     log_scale = params["log_scale"][..., None]
-    z = (h[:, None] - params["loc"][..., None]) * jnp.exp(-log_scale)
+    z = (h[:, None] - located(params["loc"], shrink)) * jnp.exp(-log_scale)
     const = gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
     return const - log_scale - (nu + 1) / 2 * jnp.log1p(z * z / nu)
 
@@ -187,6 +252,7 @@ class GaussianMixture(Prior):
   """
   num_components: int = 3
   jitter: float = 0.1
+  param_names: ClassVar[tuple[str, ...]] = ("logits", "mean", "log_std")
 
   def init(self, rng: jax.Array, num_features: int) -> Params:
     shape = (self.num_classes, self.num_components, num_features)
@@ -198,8 +264,8 @@ class GaussianMixture(Prior):
         "log_std": jnp.zeros(shape),
     }
 
-  def entry_log_prob(self, params: Params, h: jax.Array) -> jax.Array:
+  def entry_log_prob(self, params: Params, h: jax.Array, shrink: jax.Array | None) -> jax.Array:
     log_w = jax.nn.log_softmax(params["logits"])[..., None, None]  # [C,K,1,1]
-    comp = normal_logpdf(h[:, None, None], params["mean"][..., None],
+    comp = normal_logpdf(h[:, None, None], located(params["mean"], shrink),
                          params["log_std"][..., None])  # [B,C,K,M,N]
     return jax.nn.logsumexp(log_w + comp, axis=2)

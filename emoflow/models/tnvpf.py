@@ -9,13 +9,17 @@ the frames:
   z_t = sigmoid(W_z x_t + U_z o_{t-1}),  r_t = sigmoid(W_r x_t + U_r o_{t-1}),
   o_t = (1 - z_t) o_{t-1} + z_t tanh(W x_t + U (r_t * o_{t-1})),  o_0 = 0,
 
-with x_t = H_t flattened to [M * G]; a softmax head on o_t gives frame t's
-logits, trained with the frame cross-entropy summed over t (Eq. 8). The
-cell has no biases, as printed; the head has one (W_h, b_h of Eq. 8).
+with x_t = H_t flattened to [M * G] (`frame_readout` "flatten") or averaged over
+the frame's valid groups to [M] ("mean": the cell reads as much as the baselines'
+do, whatever G, and no longer depends on which slot holds which group); a
+softmax head on o_t gives frame t's logits, trained with the frame
+cross-entropy summed over t (Eq. 8). The cell has no biases, as printed; the
+head has one (W_h, b_h of Eq. 8).
 
 How a group's H_g enters the frame stack (the paper leaves it open): H_g
 [M, N] is pooled over the group's valid faces to [M], by masked mean
-("mean", the default) or masked max ("max"); the pooled groups are the
+("mean", the default), masked max ("max") or masked sum ("sum": a group
+weighs by its faces, as in a frame label that counts faces); the pooled groups are the
 columns of S_t [M, G] in the caller's group-slot order (F_G's 3x3 convs see
 neighbouring groups, so that order is part of the model). Flattening H_g
 instead would make S_t [M * N, G] and tie the model to N.
@@ -61,8 +65,14 @@ def max_pool(h: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(mask.any(-1)[..., None], top, 0)
 
 
+def sum_pool(h: jax.Array, mask: jax.Array) -> jax.Array:
+  """Sum over the valid columns: h [..., M, N], mask [..., N] -> [..., M]; 0 if none. A
+  group's column then grows with its faces, as its weight in the frame label does."""
+  return jnp.where(mask[..., None, :], h, 0).sum(-1)
+
+
 POOLINGS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "mean": mean_pool, "max": max_pool}
+    "mean": mean_pool, "max": max_pool, "sum": sum_pool}
 
 
 class GatedCell(nn.RNNCellBase):
@@ -95,6 +105,8 @@ class GatedCell(nn.RNNCellBase):
     return 1
 
 
+FRAME_READOUTS = ("flatten", "mean")  # what TNVPF's cell reads of H_t (module docstring)
+
 CELLS: dict[str, Callable[..., nn.RNNCellBase]] = {
     "tnvpf": GatedCell, "rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell}
 
@@ -115,8 +127,11 @@ class TNVPF(nn.Module):
       FeC + RNN / LSTM: no frame flow).
     hidden: the cell's state size (paper: 4096).
     group_units, group_width: the group-level NVPF F ("group_flow").
-    frame_units, frame_width: the frame-level NVPF F_G ("frame_flow", tnvpf only).
-    group_pooling: how H_g [M, N] becomes a column of S_t: "mean" or "max".
+    frame_units, frame_width: the frame-level NVPF F_G ("frame_flow", tnvpf only; 0 units
+      is the identity: the cell reads S_t itself, what the frame flow adds is then gone).
+    group_pooling: how H_g [M, N] becomes a column of S_t: "mean", "max" or "sum".
+    frame_readout: what the tnvpf cell reads of H_t [M, G]: "flatten" ([M * G]) or "mean"
+      (over the valid groups, [M]).
   """
   cell: str = "tnvpf"
   hidden: int = 4096
@@ -126,6 +141,7 @@ class TNVPF(nn.Module):
   frame_units: int = 10
   frame_width: int = 32
   group_pooling: str = "mean"
+  frame_readout: str = "flatten"
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
@@ -135,6 +151,9 @@ class TNVPF(nn.Module):
     if self.group_pooling not in POOLINGS:
       raise ValueError(f"group_pooling {self.group_pooling!r} unknown; "
                        f"known: {', '.join(sorted(POOLINGS))}")
+    if self.frame_readout not in FRAME_READOUTS:
+      raise ValueError(f"frame_readout {self.frame_readout!r} unknown; "
+                       f"known: {', '.join(FRAME_READOUTS)}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.group_flow = NVPF(self.group_units, self.group_width, **kw)
     if self.cell == "tnvpf":
@@ -156,7 +175,8 @@ class TNVPF(nn.Module):
       frame_h, frame_logdet = self.frame_flow(stack.reshape(-1, m, g), group_valid.reshape(-1, g))
       frame_h = frame_h.reshape(b, t, m, g)
       frame_logdet = frame_logdet.reshape(b, t)
-      inputs = frame_h.reshape(b, t, m * g)
+      inputs = (frame_h.reshape(b, t, m * g) if self.frame_readout == "flatten"
+                else mean_pool(frame_h, group_valid))
     else:
       frame_h, frame_logdet = stack, jnp.zeros((b, t), stack.dtype)
       inputs = mean_pool(stack, group_valid)

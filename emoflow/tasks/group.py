@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from emoflow import chunking
-from emoflow.labels import GROUP_EMOTIONS
+from emoflow.labels import EMOTION_VALENCE, EMOTIONS, GROUP_EMOTIONS
 from emoflow.models import NVPF, EmoNet, FeA, FeB, priors
 from emoflow.tasks import individual
 from emoflow.train import parallel
@@ -99,17 +99,20 @@ class FlowFusion(OnEmbeddings):
   """FeC: NVPF + a prior by name; scores = class log-likelihoods log p_S(S | c) (Eq. 7).
 
   Params are {"flow": NVPF params, "prior": prior params} in one pytree (a
-  fixed prior stops its own gradient). Loss = NLL + ce_weight * CE:
+  fixed prior stops its own gradient). Loss = nll_weight * NLL + ce_weight * CE:
   - NLL: Eq. 7 for the true class, -log p_S(S | y), averaged over the batch
     and divided by the batch's mean number of valid entries M * n (faces n),
     i.e. nats per entry, so its size does not grow with M or the group size;
   - CE: cross-entropy of softmax over the class log-likelihoods, which pushes
-    the wrong classes' likelihoods down as well (0 gives the paper's Eq. 7 alone).
+    the wrong classes' likelihoods down as well (ce_weight 0 gives the paper's
+    Eq. 7 alone; nll_weight 0 a plain discriminative flow).
+  IB-INN's beta (Ardizzone et al. 2020) is ce_weight / nll_weight.
   """
 
   flow: NVPF
   prior: object  # an emoflow.models.priors prior
   ce_weight: float
+  nll_weight: float = 1.0
   scheme: str = "NVPF (FeC)"
   stage: str = "feature"
 
@@ -122,20 +125,25 @@ class FlowFusion(OnEmbeddings):
     return {"params": {"flow": flow_params, "prior": prior_params}, **variables}
 
   def class_scores(self, variables, features, mask, *, train=False, rng=None):
-    """(class log-likelihoods [B, C], the non-param collections, unchanged)."""
-    del train, rng  # the flow has neither dropout nor batch statistics
+    """(class log-likelihoods [B, C], the non-param collections, unchanged).
+
+    Chunks unrolled when training (their gradient runs faster so), one `lax.map` otherwise:
+    unrolled, the 32 chunks of an evaluation batch of 256 took 3 minutes to compile.
+    """
+    del rng  # the flow has neither dropout nor batch statistics
     params = variables["params"]
     rest = {k: v for k, v in variables.items() if k != "params"}
     flow_fn = functools.partial(self.flow.apply, {"params": params["flow"], **rest})
     h, logdet = chunking.in_chunks(flow_fn, jnp.swapaxes(features, 1, 2), mask,
-                                   chunk=chunking.on_cpu(CPU_FLOW_CHUNK), unroll=True)
+                                   chunk=chunking.on_cpu(CPU_FLOW_CHUNK), unroll=train)
     return class_log_likelihoods(self.prior, params["prior"], h, logdet, mask), rest
 
   def loss(self, scores, labels, num_entries) -> dict:
     true = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
     nll = -jnp.mean(true) / jnp.maximum(jnp.mean(num_entries), 1.0)
     ce = cross_entropy(scores, labels)
-    return {"loss": nll + self.ce_weight * ce, "nll_per_entry": nll, "cross_entropy": ce}
+    return {"loss": self.nll_weight * nll + self.ce_weight * ce, "nll_per_entry": nll,
+            "cross_entropy": ce}
 
 
 def _part(variables: dict, name: str) -> dict:
@@ -206,12 +214,24 @@ def class_log_likelihoods(prior, prior_params, h, logdet, mask) -> jax.Array:
   return prior.log_prob(prior_params, h, mask) + logdet[:, None]
 
 
+def make_prior(model_config, name: str | None = None):
+  """The prior a model config names (or `name`, with the config's other prior keys): its
+  separation, geometry, scaling and fixed params (keys prior_*, as printed where a config
+  predates them)."""
+  c = model_config
+  fixed = tuple(p.strip() for p in c.get("prior_fixed", "").split(",") if p.strip())
+  return priors.make(name or c.prior, num_classes=c.num_classes,
+                     separation=c.get("prior_separation", 2.0),
+                     geometry=c.get("prior_geometry", "line"),
+                     scaling=c.get("prior_scaling", "entry"), fixed=fixed)
+
+
 _FUSIONS = {
     "fea": lambda c: HeadFusion(FeA(num_classes=c.num_classes), "averaging (FeA)", "score"),
     "feb": lambda c: HeadFusion(FeB(num_classes=c.num_classes, hidden=c.feb_hidden),
                                 "concatenation (FeB)", "feature"),
-    "fec": lambda c: FlowFusion(NVPF(num_units=c.flow_units, width=c.flow_width),
-                                priors.make(c.prior, num_classes=c.num_classes), c.ce_weight),
+    "fec": lambda c: FlowFusion(NVPF(num_units=c.flow_units, width=c.flow_width), make_prior(c),
+                                c.ce_weight, c.get("nll_weight", 1.0)),
 }
 
 
@@ -253,22 +273,49 @@ def make_train_step(fusion) -> Callable:
   return train_step
 
 
+def true_emotion_majority(face_emotions: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """[B] the group class most of a group's slotted faces show by their true emotion
+  (emoflow.labels.EMOTION_VALENCE; ties to the earlier class of GROUP_EMOTIONS), -1 where a
+  face's emotion is unknown or the group has none: what a perfect EmoNet would allow a
+  fusion (the ceiling row of Table 5)."""
+  valence = np.array([GROUP_EMOTIONS.index(EMOTION_VALENCE[e]) for e in EMOTIONS])
+  known = (face_emotions >= 0) | ~mask
+  votes = np.where(mask, valence[np.clip(face_emotions, 0, None)], -1)
+  counts = np.stack([np.sum(votes == c, -1) for c in range(len(GROUP_EMOTIONS))], -1)
+  return np.where(known.all(-1) & mask.any(-1), np.argmax(counts, -1), -1)
+
+
 def make_evaluate(fusion, batches: Callable[[], Iterable[dict]], mesh,
                   class_names=GROUP_EMOTIONS) -> Callable:
-  """evaluate(state) -> mAC, UAR, F1, acc/<class> and the confusion matrix (paper Table 5).
+  """evaluate(state) -> mAC, UAR, F1, acc/<class> and the confusion matrix (paper Table 5),
+  and per group its label and whether it was right ("examples/label", "examples/correct", for
+  paired intervals); where every face's true emotion is known, the same under "ceiling/" for
+  `true_emotion_majority`.
 
   `batches()` yields fixed-size batches of the fusion's inputs with a boolean "valid"
   (padding) mask.
   """
   def eval_step(state, batch):
     probs = predict(fusion, state.variables, batch[fusion.input_key], batch["mask"])
-    return {"prediction": jnp.argmax(probs, -1), "label": batch["label"], "valid": batch["valid"]}
+    out = {"prediction": jnp.argmax(probs, -1), "label": batch["label"], "valid": batch["valid"],
+           "mask": batch["mask"]}
+    return {**out, "face_emotions": batch["face_emotions"]} if "face_emotions" in batch else out
 
   eval_step = parallel.jit_eval_step(eval_step, mesh)
 
   def evaluate(state) -> dict:
     out = parallel.gather_valid(eval_step, state, batches(), mesh)
-    return individual.evaluation_report(out["label"], out["prediction"], np.zeros(0), (),
-                                        class_names)
+    report = individual.evaluation_report(out["label"], out["prediction"], np.zeros(0), (),
+                                          class_names)
+    results = {**report, "examples/label": out["label"],
+               "examples/correct": out["prediction"] == out["label"]}
+    ceiling = true_emotion_majority(out.get("face_emotions", np.full_like(out["mask"], -1, int)),
+                                    out["mask"])
+    if tuple(class_names) == GROUP_EMOTIONS and np.all(ceiling >= 0):
+      ceiling_report = individual.evaluation_report(out["label"], ceiling, np.zeros(0), (),
+                                                    class_names)
+      results.update({f"ceiling/{k}": v for k, v in ceiling_report.items()})
+      results["examples/ceiling/correct"] = ceiling == out["label"]
+    return results
 
   return evaluate

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from emoflow.labels import GROUP_EMOTIONS
-from emoflow.models import TNVPF, priors
-from emoflow.tasks import individual
+from emoflow.models import TNVPF
+from emoflow.tasks import group, individual
 from emoflow.tasks.group import face_features
 from emoflow.train import parallel
 
@@ -33,11 +33,23 @@ VIDEO_READOUTS = ("last", "mean")
 
 @dataclasses.dataclass(frozen=True)
 class TemporalFusion:
-  """A TNVPF plus the prior of its frame-level NLL term; params {"tnvpf", "frame_prior"}."""
+  """A TNVPF plus the prior of its frame-level NLL term; params {"tnvpf", "frame_prior"}.
+
+  `train_group_flow` False holds the group flow (say, a trained FeC's) as it is: no gradient
+  reaches it, so its backward pass is never computed (`frozen` names it for the optimizer).
+  """
 
   model: TNVPF
   prior: object  # an emoflow.models.priors prior over frame classes
   nll_weight: float
+  train_group_flow: bool = True
+
+  def frozen(self, params) -> dict:
+    """A tree of bools like `params`: True on what the optimizer must leave unchanged."""
+    def held(path, _) -> bool:
+      keys = tuple(getattr(k, "key", None) for k in path[:2])
+      return not self.train_group_flow and keys == ("tnvpf", "group_flow")
+    return jax.tree_util.tree_map_with_path(held, params)
 
   def init(self, rng, embeddings, face_mask, group_mask, frame_mask) -> dict:
     model_rng, prior_rng = jax.random.split(rng)
@@ -48,8 +60,10 @@ class TemporalFusion:
   def apply(self, variables, embeddings, face_mask, group_mask, frame_mask) -> dict:
     """The TNVPF outputs of a clip batch, its faces normalised as at the group level."""
     features = face_features(embeddings, face_mask)
-    return self.model.apply({"params": variables["params"]["tnvpf"]}, features, face_mask,
-                            group_mask, frame_mask)
+    params = variables["params"]["tnvpf"]
+    if not self.train_group_flow:
+      params = {**params, "group_flow": jax.lax.stop_gradient(params["group_flow"])}
+    return self.model.apply({"params": params}, features, face_mask, group_mask, frame_mask)
 
   def frame_log_likelihoods(self, variables, out: dict) -> jax.Array:
     """log p(S_t | c) of every frame [B, T, C]: the prior of H_t plus the frame flow's log-det."""
@@ -65,8 +79,9 @@ def make_fusion(model_config) -> TemporalFusion:
   model = TNVPF(cell=m.cell, hidden=m.hidden, num_classes=m.num_classes,
                 group_units=m.group_units, group_width=m.group_width,
                 frame_units=m.frame_units, frame_width=m.frame_width,
-                group_pooling=m.group_pooling)
-  return TemporalFusion(model, priors.make(m.prior, num_classes=m.num_classes), m.nll_weight)
+                group_pooling=m.group_pooling, frame_readout=m.get("frame_readout", "flatten"))
+  return TemporalFusion(model, group.make_prior(m), m.nll_weight,
+                        m.get("train_group_flow", True))
 
 
 def labelled_frames(batch: dict) -> jax.Array:
@@ -126,7 +141,9 @@ def make_train_step(fusion: TemporalFusion) -> Callable:
 def make_evaluate(fusion: TemporalFusion, batches: Callable[[], Iterable[dict]], mesh,
                   class_names=GROUP_EMOTIONS) -> Callable:
   """evaluate(state) -> the video-level report by "last" (mAC, UAR, F1, acc/<class>,
-  confusion_matrix), the same under "mean/" and over the labelled frames under "frame/"."""
+  confusion_matrix), the same under "mean/" and over the labelled frames under "frame/"; per
+  clip its label, whether each readout was right and its frames right and labelled
+  ("examples/...", for paired intervals)."""
   def eval_step(state, batch):
     probs = predict(fusion, state.variables, *_inputs(batch))
     return {"last": jnp.argmax(probs["last"], -1), "mean": jnp.argmax(probs["mean"], -1),
@@ -145,6 +162,11 @@ def make_evaluate(fusion: TemporalFusion, batches: Callable[[], Iterable[dict]],
     labelled = out["labelled"]
     frames = report(out["frame_label"][labelled], out["frame"][labelled])
     results.update({f"frame/{k}": v for k, v in frames.items()})
+    results.update({
+        "examples/label": out["label"], "examples/correct": out["last"] == out["label"],
+        "examples/mean/correct": out["mean"] == out["label"],
+        "examples/frame/correct": np.sum(labelled & (out["frame"] == out["frame_label"]), 1),
+        "examples/frame/total": np.sum(labelled, 1)})
     return results
 
   return evaluate

@@ -35,5 +35,6 @@ def paper_config(source: str):
 
 def get_config(arg: str | None = None):
   c = paper_config("emotiw_gaf/groups")
+  c.eval.reference_workdir = "runs/nvpf_emotiw_fea"  # paired differences to its `:fea` run
   nvpf_synthcrowd.apply_variants(c, arg, "nvpf_emotiw")
   return c

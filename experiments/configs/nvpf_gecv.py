@@ -15,5 +15,6 @@ from experiments.configs import nvpf_emotiw, nvpf_synthcrowd
 
 def get_config(arg: str | None = None):
   c = nvpf_emotiw.paper_config("gecv/group_img")
+  c.eval.reference_workdir = "runs/nvpf_gecv_fea"  # paired differences to its `:fea` run
   nvpf_synthcrowd.apply_variants(c, arg, "nvpf_gecv")
   return c

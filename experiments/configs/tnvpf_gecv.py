@@ -34,5 +34,6 @@ def paper_config(source: str):
 
 def get_config(arg: str | None = None):
   c = paper_config("gecv/group_vid")
+  c.eval.reference_workdir = "runs/tnvpf_gecv_rnn"  # paired differences to its `:rnn` run
   tnvpf_synthcrowd.apply_variants(c, arg, "tnvpf_gecv")
   return c

@@ -15,5 +15,6 @@ from experiments.configs import tnvpf_gecv, tnvpf_synthcrowd
 
 def get_config(arg: str | None = None):
   c = tnvpf_gecv.paper_config("vgaf/clips")
+  c.eval.reference_workdir = "runs/tnvpf_vgaf_rnn"  # paired differences to its `:rnn` run
   tnvpf_synthcrowd.apply_variants(c, arg, "tnvpf_vgaf")
   return c
