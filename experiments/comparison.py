@@ -146,10 +146,11 @@ def cells(results: dict, prefix: str, ref: dict | None) -> tuple[str, str, str]:
   correct, total = found[prefix]
   count = f"{len(total):,}" if np.all(total == 1) else f"{int(total.sum()):,} in {len(total):,}"
   ref_found = readouts(ref) if ref and "missing" not in ref else {}
-  if ref is results or (ref and ref.get("is_self")):
+  ref_prefix = "" if prefix == CEILING else prefix  # the ceiling's headroom over the reference
+  if prefix != CEILING and (ref is results or (ref and ref.get("is_self"))):
     delta = "reference"
-  elif prefix in ref_found:
-    delta = points(bootstrap.paired_difference(correct, ref_found[prefix][0], total))
+  elif ref_prefix in ref_found:
+    delta = points(bootstrap.paired_difference(correct, ref_found[ref_prefix][0], total))
   else:
     delta = ""
   return count, percent(bootstrap.accuracy(correct, total)), delta

@@ -71,6 +71,16 @@ def test_cells_print_counts_intervals_and_points():
   assert frames[0].endswith(" in 50") and frames[2] == ""
 
 
+def test_the_ceiling_row_of_the_reference_run_shows_its_headroom_over_that_run():
+  fea = _results(1)
+  fea["examples/ceiling/correct"] = np.random.default_rng(5).random(400) < 0.8
+  delta = comparison.cells(fea, comparison.CEILING, fea)[2]
+  expected = bootstrap.paired_difference(fea["examples/ceiling/correct"], fea["examples/correct"])
+  assert delta == comparison.points(expected) and expected.estimate > 0
+  assert comparison.cells(fea, "", fea)[2] == "reference"
+  assert comparison.cells(fea, comparison.CEILING, {"is_self": True})[2] == ""
+
+
 def _sweep(tmp_path, runs, make):
   names = [",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in run.items()) for run in runs]
   for name, run in zip(names, runs):

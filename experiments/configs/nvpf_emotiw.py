@@ -7,7 +7,12 @@ Gave:  not run yet (GAF is licence-gated; without it this config stops with a
 On SynthCrowd instead: append `--config.data.source=synthcrowd`.
 
 Paper settings: batch 64, NVPF of 10 units whose scale and translation nets
-have 32 filters, a Gaussian prior per class (class_gaussian), Adam. The paper
+have 32 filters, Adam. The prior is nvpf_synthcrowd's (trained Gaussian class
+locations 1.0 apart per group, whatever the feature size and group size); the
+paper's fixed Gaussian per class, as printed, is `--config.model.prior=
+class_gaussian --config.model.prior_separation=2.0
+--config.model.prior_geometry=line --config.model.prior_scaling=entry`, whose
+class scores differ by thousands of nats at M = 128 (nvpf_synthcrowd). The paper
 prints a learning rate of 0.1 with Adam; as for emonet_affectnet the peak
 rate here is 1e-3. 5,000 steps are about 30 epochs of GAF 3.0's ~9,800
 training images. Features come from the EmoNet of features.emonet_workdir

@@ -5,7 +5,7 @@ Gave:  not run yet (GECV is not public; without it this config stops with a
        one-line error naming the files it expects).
 
 On SynthCrowd instead: append `--config.data.source=synthcrowd`. Settings as
-nvpf_emotiw (batch 64, 10 units x 32 filters, class_gaussian prior) on
+nvpf_emotiw (batch 64, 10 units x 32 filters, nvpf_synthcrowd's prior) on
 gecv/group_img, the groups of GECV's annotated frames. Variants as in
 nvpf_synthcrowd: `fea`, `feb`, `fec`, `tiny`, combined with commas.
 """

@@ -1,12 +1,15 @@
 """The whole method on SynthCrowd in one command: the README's main job.
 
 Run:   python -m experiments.run --config=quickstart
-Gave:  on a fresh clone, 2 Intel Xeon cores, no GPU, jax 0.10.2, 12 min 28 s
-       with the venv and all data (stages 700 s): EmoNet 67.12% mAC on
-       faces_small; FeA 65.45%, FeB 66.87%, FeC 55.49% on groups_quick; video
-       mAC (last frame / mean of frames / frames) FeC + RNN 53.1 / 56.3 /
-       49.4%, FeC + LSTM 46.9 / 50.0 / 53.2%, TNVPF 43.8 / 43.8 / 45.1% on the
-       32 validation clips of clips_quick (README.md has the tables).
+Gave:  on a fresh clone and an empty home directory, 2 AMD EPYC cores, no
+       GPU, jax 0.10.2, 2026-12-07: 24 min 30 s (install 89 s, stages 1,375 s;
+       12 min 28 s on a faster Intel Xeon machine before). EmoNet 65.31% mAC
+       on faces_small; on the 492 validation groups of groups_quick FeA
+       67.89%, FeB 66.46%, FeC 69.92% (FeC - FeA +2.03 points, 95% paired
+       interval -1.22 to +5.08); video mAC (last frame) on the 32 validation
+       clips of clips_quick FeC + RNN 53.1%, FeC + LSTM 50.0%, TNVPF 46.9%
+       (TNVPF - RNN -6.3, interval -25.0 to +12.5: 32 clips cannot rank them).
+       README.md has the tables.
 
 Stages, each in its own directory of the workdir (experiments/quickstart.py):
 emonet (EmoNet on synthcrowd/faces_small), fea / feb / fec (Table 5's
