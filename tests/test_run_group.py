@@ -37,7 +37,8 @@ def _tiny(config, workdir, data_dir, emonet_run, *extra):
 def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data_dir, groups,
                                                       fusion, scheme):
   args = _tiny(f"nvpf_synthcrowd:{fusion},tiny", tmp_path / "run", data_dir, emonet_run,
-               f"--config.data.source={groups}")
+               f"--config.data.source={groups}",
+               f"--config.eval.reference_workdir={tmp_path}/fea")  # not the repo's runs/
   result = run_experiment(*args)
   assert result.returncode == 0, result.stderr[-2000:]
   header = ("| model | fusion | stage | examples | mAC (95% CI) | mAC - FeA (points, 95% CI) | "
