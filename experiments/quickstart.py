@@ -6,7 +6,9 @@ Stages, in order, each in WORKDIR/NAME (a run directory like any other):
   on config.group with that model.fusion, on the cached features of
   WORKDIR/emonet (Table 5);
 - one per name in config.video_models (rnn, lstm, tnvpf): experiments.video
-  on config.video with that model.cell, same features (Table 7);
+  on config.video with that model.cell, same features (Table 7); with
+  config.video_on_fec they start from the fec stage's trained group flow and
+  hold it (model.group_flow_from, train_group_flow False);
 - `predict`: EmoNet, the last fusion and the last video model exported to
   WORKDIR/model (experiments.export_model), `emoflow predict` on the held-out
   video into WORKDIR/predict (predictions.json, annotated.mp4, timeline.png),
@@ -44,6 +46,9 @@ def _stage_configs(config, workdir: str) -> list[tuple[str, object, object]]:
                      f"{', '.join(group_task.known())} and video_models of "
                      f"{', '.join(video.MODEL_NAMES)}; got "
                      f"{tuple(config.group_fusions)}, {tuple(config.video_models)}")
+  if config.video_on_fec and config.video_models and "fec" not in config.group_fusions:
+    raise ValueError("video_on_fec: the video stages start from the fec stage's group flow, and "
+                     "group_fusions has no fec (add it, or set video_on_fec=False)")
   stages = [("emonet", individual, config.emonet.copy_and_resolve_references())]
   emonet_workdir = os.path.join(workdir, "emonet")
   for level, names, key, module in (("group", config.group_fusions, "fusion", group),
@@ -52,6 +57,9 @@ def _stage_configs(config, workdir: str) -> list[tuple[str, object, object]]:
       stage = config[level].copy_and_resolve_references()
       stage.model[key] = name
       stage.features.emonet_workdir = emonet_workdir
+      if level == "video" and config.video_on_fec:
+        stage.model.group_flow_from = os.path.join(workdir, "fec")
+        stage.model.train_group_flow = False
       stages.append((name, module, stage))
   return stages
 

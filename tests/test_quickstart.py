@@ -6,6 +6,7 @@ import os
 import pytest
 from assets.runner import run_experiment
 
+from experiments import quickstart as quickstart_run
 from experiments.configs import emonet_synthcrowd, nvpf_synthcrowd, quickstart, tnvpf_synthcrowd
 
 
@@ -33,6 +34,26 @@ def test_unknown_stage_name_is_one_line(tmp_path):
   assert result.stderr.strip().startswith("error: group_fusions must name distinct ones of")
   assert len(result.stderr.strip().splitlines()) == 1
   assert not os.path.exists(tmp_path / "tfds")  # refused before rendering anything
+
+
+def test_video_stages_hold_the_fec_stages_group_flow_of_their_own_size(tmp_path):
+  c = quickstart.get_config()
+  c.group.model.flow_units, c.group.model.flow_width = 3, 6
+  stages = {name: stage for name, _, stage in quickstart_run._stage_configs(c, str(tmp_path))}
+  for name in c.video_models:
+    model = stages[name].model
+    assert model.group_flow_from == str(tmp_path / "fec") and not model.train_group_flow
+    assert (model.group_units, model.group_width) == (3, 6)
+  c.video_on_fec = False
+  stages = {name: stage for name, _, stage in quickstart_run._stage_configs(c, str(tmp_path))}
+  assert stages["rnn"].model.group_flow_from == "" and stages["rnn"].model.train_group_flow
+
+
+def test_video_on_fec_without_a_fec_stage_is_refused():
+  c = quickstart.get_config()
+  c.group_fusions = ("fea", "feb")
+  with pytest.raises(ValueError, match="video_on_fec: the video stages start from the fec"):
+    quickstart_run._stage_configs(c, "unused")
 
 
 @pytest.mark.slow

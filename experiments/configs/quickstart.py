@@ -74,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.group.data.source = "synthcrowd/groups_quick"
     c.group.num_steps = 200
     c.group.eval.every = 200  # one evaluation, at the end: the quickstart's 15 minutes
+    c.group.model.flow_units = 2  # the video stages hold this flow (video_on_fec): their size
+    c.group.model.flow_width = 4
 
   c.video = tnvpf_synthcrowd.get_config("tiny" if tiny else None)
   if tiny:
@@ -84,6 +86,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.video.clip.curriculum = ((2, 60), (5, 120))
     c.video.eval.every = 120
     c.video.eval.num_frames = 8  # 8 s at stride 2: the quick clips are 6-8 s long
+
+  # The video stages start from the fec stage's trained group flow and hold it (FeC + RNN is
+  # an RNN on top of FeC): no backward pass through it, steps 2.5-3x faster. False: each video
+  # stage trains its own group flow from scratch, as the stand-alone tnvpf_synthcrowd does.
+  c.video_on_fec = True
+  c.video.model.group_units = c.group.model.get_ref("flow_units")
+  c.video.model.group_width = c.group.model.get_ref("flow_width")
 
   c.group_fusions = ("fea", "feb", "fec")  # Table 5's rows: one stage each (group.model.fusion)
   c.video_models = ("rnn", "lstm", "tnvpf")  # Table 7's rows: one stage each (video.model.cell)
