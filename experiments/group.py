@@ -13,6 +13,7 @@ Either way a group fills N = config.model.max_faces slots.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from data_pipelines import loaders
@@ -142,6 +143,38 @@ def table(runs: list[dict], ref: dict | None = None) -> list[str]:
   return lines
 
 
+FACE_COUNTS = ((1, 1), (2, 3), (4, None))  # groups by faces (up to model.max_faces are kept)
+
+
+def size_table(results: dict, ref: dict | None = None) -> list[str]:
+  """Markdown lines: mAC by the number of faces in the group, with its interval and the paired
+  difference to the reference on the same groups (on one face there is nothing to fuse, only
+  a classifier to differ); [] for results without per-group face counts."""
+  arrays = comparison.examples(results)
+  if "faces" not in arrays:
+    return []
+  is_self = bool(ref and ref.get("is_self"))
+  usable = bool(ref and "missing" not in ref) and not is_self
+  lines = [f"| faces in the group | groups | mAC (95% CI) | mAC - {REFERENCE_LABEL} (points, 95% "
+           "CI) |", "|---|---|---|---|"]
+  for low, high in FACE_COUNTS:
+    inside = (arrays["faces"] >= low) & (arrays["faces"] <= (high or arrays["faces"].max()))
+    if not inside.any():
+      continue
+
+    def subset(r: dict) -> dict:
+      return {comparison.PREFIX + "correct": np.asarray(r[comparison.PREFIX + "correct"])[inside]}
+
+    count, mac, delta = comparison.cells(subset(results), "", subset(ref) if usable else None)
+    name = str(low) if high == low else f"{low}-{high}" if high else f"{low} or more"
+    lines.append(f"| {name} | {count} | {mac} | {'reference' if is_self else delta} |")
+  return lines
+
+
 def results_markdown(results: dict, title: str) -> str:
-  """One row in the format of the paper's Table 5 (`table`), against results["reference"]."""
-  return "\n".join([f"## {title}", "", *table([results], results.get("reference"))]) + "\n"
+  """One row in the format of the paper's Table 5 (`table`), against results["reference"], then
+  its mAC by group size (`size_table`)."""
+  ref = results.get("reference")
+  sizes = size_table(results, ref)
+  return "\n".join([f"## {title}", "", *table([results], ref),
+                    *(["", *sizes] if sizes else [])]) + "\n"

@@ -119,3 +119,23 @@ def test_a_sweep_pairs_each_seed_with_its_own_reference_and_averages_seeds(tmp_p
       [(made[("fec", "a", s)]["examples/correct"], made[("fea", "", s)]["examples/correct"])
        for s in "01"])
   assert f"| 2 | 400 |" in row_a and comparison.points(mean) in row_a
+
+
+def test_group_size_table_scores_each_size_on_its_own_groups_against_the_same_reference_groups():
+  from experiments import group  # noqa: PLC0415 - loads JAX, only this test needs it
+  fec, fea = _results(2), _results(1)
+  faces = np.random.default_rng(5).integers(1, 9, 400)
+  fec["examples/faces"] = faces
+  lines = group.size_table(fec, {"workdir": "fea", **fea})
+  assert lines[0].startswith("| faces in the group | groups | mAC (95% CI) | mAC - FeA")
+  for line, inside in zip(lines[2:], (faces == 1, (faces >= 2) & (faces <= 3), faces >= 4)):
+    acc = bootstrap.accuracy(fec["examples/correct"][inside])
+    delta = bootstrap.paired_difference(fec["examples/correct"][inside],
+                                        fea["examples/correct"][inside])
+    assert line == (f"| {line.split(' | ')[0][2:]} | {inside.sum()} | {comparison.percent(acc)} | "
+                    f"{comparison.points(delta)} |")
+  assert [line.split(" | ")[0] for line in lines[2:]] == ["| 1", "| 2-3", "| 4 or more"]
+  self_lines = group.size_table(fec, {"is_self": True, **fec})
+  assert all(line.endswith("| reference |") for line in self_lines[2:])
+  assert group.size_table(fec, {"missing": "no reference"})[2].endswith("%) |  |")
+  assert group.size_table(_results(2)) == []  # saved before face counts were kept

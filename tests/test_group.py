@@ -199,6 +199,7 @@ def test_evaluate_keeps_each_group_right_or_wrong_and_the_true_emotion_ceiling()
   np.testing.assert_array_equal(results["examples/label"], examples["label"])
   np.testing.assert_array_equal(results["examples/correct"],
                                 np.argmax(probs, -1) == examples["label"])
+  np.testing.assert_array_equal(results["examples/faces"], examples["mask"].sum(-1))
   # The ceiling by a plain loop: most faces' valence, ties to the earlier group class.
   want = []
   for emotions, mask in zip(examples["face_emotions"], examples["mask"]):
@@ -233,3 +234,16 @@ def test_fec_scores_are_the_same_in_unrolled_training_chunks_and_mapped_eval_chu
             for i in range(len(features))]
   np.testing.assert_allclose(evaluated, trained, rtol=1e-6, atol=1e-4)
   np.testing.assert_allclose(evaluated, np.concatenate(single), rtol=1e-5, atol=1e-3)
+
+
+def test_make_prior_takes_the_configs_prior_keys_and_the_printed_defaults_for_absent_ones():
+  old = ml_collections.ConfigDict({"prior": "class_gaussian", "num_classes": 3})
+  prior = group.make_prior(old)
+  assert (type(prior), prior.separation, prior.geometry, prior.scaling, prior.fixed) == (
+      priors.ClassGaussian, 2.0, "line", "entry", ())
+  new = ml_collections.ConfigDict({
+      "prior": "class_gaussian", "num_classes": 3, "prior_separation": 1.0,
+      "prior_geometry": "simplex", "prior_scaling": "group", "prior_fixed": "log_std, mean"})
+  prior = group.make_prior(new, "learned_gaussian")
+  assert (type(prior), prior.separation, prior.geometry, prior.scaling, prior.fixed) == (
+      priors.LearnedGaussian, 1.0, "simplex", "group", ("log_std", "mean"))

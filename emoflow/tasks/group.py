@@ -216,14 +216,13 @@ def class_log_likelihoods(prior, prior_params, h, logdet, mask) -> jax.Array:
 
 def make_prior(model_config, name: str | None = None):
   """The prior a model config names (or `name`, with the config's other prior keys): its
-  separation, geometry, scaling and fixed params (keys prior_*, as printed where a config
-  predates them)."""
+  separation, geometry, scaling and fixed params from keys prior_*; a key a config lacks (one
+  that predates it) keeps priors.Prior's default, as printed."""
   c = model_config
+  options = {arg: c[f"prior_{arg}"] for arg in ("separation", "geometry", "scaling")
+             if f"prior_{arg}" in c}
   fixed = tuple(p.strip() for p in c.get("prior_fixed", "").split(",") if p.strip())
-  return priors.make(name or c.prior, num_classes=c.num_classes,
-                     separation=c.get("prior_separation", 2.0),
-                     geometry=c.get("prior_geometry", "line"),
-                     scaling=c.get("prior_scaling", "entry"), fixed=fixed)
+  return priors.make(name or c.prior, num_classes=c.num_classes, fixed=fixed, **options)
 
 
 _FUSIONS = {
@@ -288,8 +287,9 @@ def true_emotion_majority(face_emotions: np.ndarray, mask: np.ndarray) -> np.nda
 def make_evaluate(fusion, batches: Callable[[], Iterable[dict]], mesh,
                   class_names=GROUP_EMOTIONS) -> Callable:
   """evaluate(state) -> mAC, UAR, F1, acc/<class> and the confusion matrix (paper Table 5),
-  and per group its label and whether it was right ("examples/label", "examples/correct", for
-  paired intervals); where every face's true emotion is known, the same under "ceiling/" for
+  and per group its label, whether it was right and its number of faces ("examples/label",
+  "examples/correct", "examples/faces": for paired intervals, overall and by group size);
+  where every face's true emotion is known, the same under "ceiling/" for
   `true_emotion_majority`.
 
   `batches()` yields fixed-size batches of the fusion's inputs with a boolean "valid"
@@ -308,7 +308,8 @@ def make_evaluate(fusion, batches: Callable[[], Iterable[dict]], mesh,
     report = individual.evaluation_report(out["label"], out["prediction"], np.zeros(0), (),
                                           class_names)
     results = {**report, "examples/label": out["label"],
-               "examples/correct": out["prediction"] == out["label"]}
+               "examples/correct": out["prediction"] == out["label"],
+               "examples/faces": out["mask"].sum(-1)}
     ceiling = true_emotion_majority(out.get("face_emotions", np.full_like(out["mask"], -1, int)),
                                     out["mask"])
     if tuple(class_names) == GROUP_EMOTIONS and np.all(ceiling >= 0):

@@ -2,14 +2,14 @@
 
 Run:   python -m experiments.run --config=quickstart
 Gave:  on a fresh clone and an empty home directory, 2 AMD EPYC cores, no
-       GPU, jax 0.10.2, 2026-12-07: 24 min 30 s (install 89 s, stages 1,375 s;
-       12 min 28 s on a faster Intel Xeon machine before). EmoNet 65.31% mAC
-       on faces_small; on the 492 validation groups of groups_quick FeA
-       67.89%, FeB 66.46%, FeC 69.92% (FeC - FeA +2.03 points, 95% paired
-       interval -1.22 to +5.08); video mAC (last frame) on the 32 validation
-       clips of clips_quick FeC + RNN 53.1%, FeC + LSTM 50.0%, TNVPF 46.9%
-       (TNVPF - RNN -6.3, interval -25.0 to +12.5: 32 clips cannot rank them).
-       README.md has the tables.
+       GPU, jax 0.10.2, 2026-12-07: 14 min 32 s (install 76 s, stages 790 s;
+       24 min 30 s before the video stages held the fec stage's flow).
+       EmoNet 65.31% mAC on faces_small; on the 492 validation groups of
+       groups_quick FeA 67.89%, FeB 66.46%, FeC 69.31% (FeC - FeA +1.42
+       points, 95% paired interval -1.63 to +4.47); video mAC (last frame) on
+       the 32 validation clips of clips_quick FeC + RNN 53.1%, FeC + LSTM
+       43.8%, TNVPF 50.0% (TNVPF - RNN -3.1, interval -21.9 to +15.6: 32
+       clips cannot rank them). README.md has the tables.
 
 Stages, each in its own directory of the workdir (experiments/quickstart.py):
 emonet (EmoNet on synthcrowd/faces_small), fea / feb / fec (Table 5's
@@ -25,10 +25,12 @@ cores: EmoNet at half depth (`emonet.model.depth`: 7 of Table 2's 14
 bottleneck blocks) for 200 steps of 64 faces (emonet_synthcrowd: full depth,
 450 steps; at full depth 200 steps gave 23%, the deep stack sits at chance
 for ~150 steps), 200 group steps and 120 video steps on the quick datasets
-(about a third of the small ones). Every stage's keys are those of its
-stand-alone config (`--config.emonet.num_steps=450
---config.emonet.model.depth=1` trains emonet_synthcrowd's EmoNet); `seed` and
-`data.data_dir` are shared by all stages.
+(about a third of the small ones), flows of 2 units x 4 filters, and video
+stages that hold the fec stage's trained group flow (`video_on_fec`).
+Every stage's keys are those of its stand-alone config
+(`--config.emonet.num_steps=450 --config.emonet.model.depth=1` trains
+emonet_synthcrowd's EmoNet); `seed` and `data.data_dir` are shared by all
+stages.
 
 Faces in the held-out video come from its annotation file (the boxes and
 landmarks SynthCrowd renders, as GECV ships them): training RetinaFace takes

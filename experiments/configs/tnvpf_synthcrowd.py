@@ -74,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.clip.frame_stride = 2  # every 2nd annotated frame: 1 s apart at SynthCrowd's 2 per second
   c.clip.curriculum = ((2, 80), (5, 200))  # (num_frames, until_step): the paper's 2, then 5
 
+  group = c.model  # the group level's: its class prior keys are copied below
   c.model = ml_collections.ConfigDict()
   c.model.cell = "tnvpf"  # tnvpf | rnn | lstm (Table 7)
   c.model.num_classes = 3
@@ -85,8 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.frame_units = 2
   c.model.frame_width = 4
   c.model.group_pooling = "mean"  # how a group's H_g [M, N] becomes a column of S_t: mean|max|sum
-  c.model.frame_readout = "flatten"  # what the tnvpf cell reads of H_t [M, G]: flatten | mean
-  group = nvpf_synthcrowd.base_config().model
+  c.model.frame_readout = "mean"  # what the tnvpf cell reads of H_t [M, G]: mean | flatten (the study)
   for key in ("prior", "prior_separation", "prior_geometry", "prior_scaling", "prior_fixed"):
     c.model[key] = group[key]  # the frame-level NLL term's prior (used if nll_weight > 0)
   c.model.nll_weight = 0.0  # 0 = Eq. 8 alone (frame cross-entropy)
@@ -98,7 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 16  # global: over all devices of all hosts (2 per device on 8)
   c.num_steps = 200  # 12.5 epochs of the 256 training clips
   c.log_every = 10
-  c.eval.every = 100
+  c.eval.every = 200  # once, at the end: the video study's runs (docstring)
   c.eval.batch_size = 16
   c.eval.num_frames = 12  # from the first annotated frame: 12 at stride 2 cover a whole clip
   c.checkpoint.best_metric = "mAC"
