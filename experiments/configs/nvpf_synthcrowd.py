@@ -20,6 +20,19 @@ Gave:  seeds 0-2 (--config.seed), 800 steps each, on the features of the
        72.39 / 72.26% (test). FeC beats both baselines with the interval of
        its gain over FeA above 0, but by less than the paper's +2.4 points
        (and the +2.0 the study aimed at).
+       By faces in the group (the same runs' saved per-group results and
+       each group's face count, seed means; a run's results.md now prints
+       this table for itself, experiments.group.size_table), FeC - FeA:
+
+       | faces | validation groups | - FeA | test groups | - FeA |
+       |---|---|---|---|---|
+       | 1 | 2,130 (36%) | +1.00 (+0.17 to +1.88) | 2,159 | +0.85 (-0.08 to +1.78) |
+       | 2-3 | 1,843 | +2.51 (+1.27 to +3.83) | 1,800 | +1.96 (+0.61 to +3.33) |
+       | 4 or more | 1,998 | +1.55 (+0.38 to +2.79) | 2,036 | +1.62 (+0.28 to +2.90) |
+       | 2 or more | 3,841 | +2.01 (+1.11 to +2.90) | 3,836 | +1.78 (+0.83 to +2.69) |
+
+       So the missing +2 is not only the one-face groups: on groups of two
+       or more faces the gain is +2.0 (validation) and +1.8 (test).
        FeC takes about 13 minutes alone on 2 AMD EPYC cores (jax 0.10.2: 1.5 min
        compiling, then ~1.1 steps/s); FeA and FeB about 1 minute each.
 

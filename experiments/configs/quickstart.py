@@ -8,8 +8,9 @@ Gave:  on a fresh clone and an empty home directory, 2 AMD EPYC cores, no
        groups_quick FeA 67.89%, FeB 66.46%, FeC 69.31% (FeC - FeA +1.42
        points, 95% paired interval -1.63 to +4.47); video mAC (last frame) on
        the 32 validation clips of clips_quick FeC + RNN 53.1%, FeC + LSTM
-       43.8%, TNVPF 50.0% (TNVPF - RNN -3.1, interval -21.9 to +15.6: 32
-       clips cannot rank them). README.md has the tables.
+       43.8%, TNVPF 53.1% (TNVPF - RNN +0.0, interval -15.6 to +15.6: 32
+       clips cannot rank them; TNVPF rerun with the mean readout, the
+       default since). README.md has the tables.
 
 Stages, each in its own directory of the workdir (experiments/quickstart.py):
 emonet (EmoNet on synthcrowd/faces_small), fea / feb / fec (Table 5's
