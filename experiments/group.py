@@ -153,8 +153,6 @@ def size_table(results: dict, ref: dict | None = None) -> list[str]:
   arrays = comparison.examples(results)
   if "faces" not in arrays:
     return []
-  is_self = bool(ref and ref.get("is_self"))
-  usable = bool(ref and "missing" not in ref) and not is_self
   lines = [f"| faces in the group | groups | mAC (95% CI) | mAC - {REFERENCE_LABEL} (points, 95% "
            "CI) |", "|---|---|---|---|"]
   for low, high in FACE_COUNTS:
@@ -163,11 +161,15 @@ def size_table(results: dict, ref: dict | None = None) -> list[str]:
       continue
 
     def subset(r: dict) -> dict:
-      return {comparison.PREFIX + "correct": np.asarray(r[comparison.PREFIX + "correct"])[inside]}
+      """r with its per-group results cut to this size's groups (markers such as is_self kept)."""
+      kept = {k: v for k, v in r.items() if not k.startswith(comparison.PREFIX)}
+      correct = r.get(comparison.PREFIX + "correct")
+      return kept if correct is None else {
+          **kept, comparison.PREFIX + "correct": np.asarray(correct)[inside]}
 
-    count, mac, delta = comparison.cells(subset(results), "", subset(ref) if usable else None)
+    count, mac, delta = comparison.cells(subset(results), "", ref and subset(ref))
     name = str(low) if high == low else f"{low}-{high}" if high else f"{low} or more"
-    lines.append(f"| {name} | {count} | {mac} | {'reference' if is_self else delta} |")
+    lines.append(f"| {name} | {count} | {mac} | {delta} |")
   return lines
 
 
