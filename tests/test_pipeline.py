@@ -19,7 +19,7 @@ from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
-from emoflow.vision import retinaface, rpn
+from emoflow.vision import detect, retinaface, rpn
 from emoflow.vision import video as video_io
 
 M, N, G = 16, 4, 3
@@ -212,3 +212,35 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
     result = _predict(*args, "--quiet")
     assert result.returncode == 2, (args, result.stderr[-2000:])
     assert result.stderr.strip().splitlines() == [message], args
+
+
+class _RecordingDetector:
+  """Annotation faces, recording the number of frames of every call."""
+
+  def __init__(self, annotation_path: str):
+    with open(annotation_path) as f:
+      faces = {frame["index"]: frame["faces"] for frame in json.load(f)["frames"]}
+    self.inner, self.batch_sizes = detect.make("annotations", faces=faces), []
+
+  def __call__(self, frames, indices=None):
+    self.batch_sizes.append(len(frames))
+    return self.inner(frames, indices)
+
+
+def test_a_short_last_batch_runs_in_the_full_batches_shape_and_changes_nothing(model_dir, clip):
+  path, annotation = clip
+  model = bundle.load(model_dir)
+  annotation_path = os.path.splitext(path)[0] + ".json"
+  batched = _RecordingDetector(annotation_path)
+  doc = pipeline.Pipeline(model, batched).run(path, batch_frames=3, progress=False)
+  assert len(doc["frames"]) % 3 and len(doc["frames"]) > 3  # the clip ends with a short batch
+  assert set(batched.batch_sizes) == {3}  # one program for every batch
+  single = pipeline.Pipeline(model, _RecordingDetector(annotation_path)).run(
+      path, batch_frames=1, progress=False)
+  assert [f["index"] for f in doc["frames"]] == [f["index"] for f in single["frames"]]
+  for ours, theirs in zip(doc["frames"], single["frames"]):
+    assert [f["box"] for f in ours["faces"]] == [f["box"] for f in theirs["faces"]]
+    assert [f["track"] for f in ours["faces"]] == [f["track"] for f in theirs["faces"]]
+    for a, b in zip(ours["faces"] + ours["groups"], theirs["faces"] + theirs["groups"]):
+      assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
+  assert doc["scores"] == pytest.approx(single["scores"], abs=1e-4)

@@ -17,9 +17,11 @@ separators and the folder names as on disk, to the list of its faces:
 Landmarks are in emoflow.vision.align order (image-left eye, image-right eye,
 nose tip, left and right mouth corner), in image pixels. Every image needs an
 entry (an empty list when no face was found), so a stale file is an error.
-emoflow's on-device face detector, which writes this file, arrives with a
-later issue; until then any detector with 5-point landmarks (RetinaFace,
-MTCNN, YuNet) can.
+GAF ships without this file: when it is missing the builder writes it with
+MTCNN (data_pipelines.detect_faces; it logs how long that may take, once),
+into the manual directory, or with a one-line error naming the command that
+writes it elsewhere when the manual directory cannot be written to. Any
+other detector with 5-point landmarks (RetinaFace, YuNet) can write it too.
 """
 
 import json
@@ -34,7 +36,8 @@ from emoflow.labels import GROUP_EMOTIONS
 
 DETECTIONS = "detections.json"
 LAYOUT = ("train/ and val/ folders (Train, Val or Validation; any case) each holding "
-          "Positive/, Negative/ and Neutral/ image folders, and detections.json")
+          "Positive/, Negative/ and Neutral/ image folders (detections.json beside them is "
+          "written if absent)")
 
 # Split -> the folder names the distributions use for it (matched ignoring case).
 _SPLIT_FOLDERS = {"train": "train", "validation": "val|validation"}
@@ -67,26 +70,33 @@ def load_detections(path: str) -> dict[str, list]:
   return detections
 
 
-def _split_images(root: str) -> tuple[dict, dict]:
-  """(detections, split -> (labelled_images, their paths relative to `root`)); one-line errors."""
+def split_images(root: str) -> dict[str, tuple[list, list]]:
+  """Split -> (labelled_images, their detections.json keys); one-line error off the layout."""
   manual.require(root, "emotiw_gaf", LAYOUT, [f"{folder}/{label}"
                                               for folder in _SPLIT_FOLDERS.values()
                                               for label in GROUP_EMOTIONS])
-  detections_path = manual.find(root, DETECTIONS)
-  if detections_path is None:
-    raise ValueError(f"emotiw_gaf: {os.path.join(root, DETECTIONS)} is missing: the faces "
-                     "(box + 5 landmarks) of every image, made by a face detector in the "
-                     "format documented in data_pipelines/builders/emotiw_gaf.py")
-  detections = load_detections(detections_path)
   splits = {}
   for split, folders in _SPLIT_FOLDERS.items():
     images = labelled_images(manual.find(root, folders))
-    relative = [os.path.relpath(path, root).replace(os.sep, "/") for path, _ in images]
+    splits[split] = (images, [os.path.relpath(path, root).replace(os.sep, "/")
+                              for path, _ in images])
+  return splits
+
+
+def _split_images(root: str) -> tuple[dict, dict]:
+  """(detections, split_images), the detections written first if absent; one-line errors."""
+  splits = split_images(root)
+  if manual.find(root, DETECTIONS) is None:
+    from data_pipelines import detect_faces  # noqa: PLC0415 - it imports this module
+    detect_faces.write_missing("emotiw_gaf", root)
+  detections_path = manual.find(root, DETECTIONS)
+  detections = load_detections(detections_path)
+  for split, (images, relative) in splits.items():
     absent = [r for r in relative if r not in detections]
     if absent:
       raise ValueError(f"emotiw_gaf: {detections_path} has no entry for {len(absent)} of the "
-                       f"{len(images)} {split} images (first: {absent[0]}); rerun the detector")
-    splits[split] = (images, relative)
+                       f"{len(images)} {split} images (first: {absent[0]}); delete it to rerun "
+                       "the detector on the next build")
   return detections, splits
 
 
@@ -97,9 +107,10 @@ class EmotiwGaf(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "groups records from GAF images and a detections file"}
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   GAF 2.0 / 3.0 is licence-gated: request it from the EmotiW organisers and
-  extract it into the manual directory so that it holds {LAYOUT}. Then write
-  {DETECTIONS} beside them in the format of this module's docstring
-  (data_pipelines/builders/emotiw_gaf.py).
+  extract it into the manual directory so that it holds {LAYOUT}. The first
+  build writes {DETECTIONS} beside them with MTCNN, or run
+  `python -m data_pipelines.detect_faces MANUAL_DIR --dataset emotiw_gaf`
+  (format: this module's docstring, data_pipelines/builders/emotiw_gaf.py).
   """
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(
       name="groups", description="one group per image: all detected faces, the image's label")]
@@ -110,6 +121,7 @@ class EmotiwGaf(tfds.core.GeneratorBasedBuilder):
   def check_manual_dir(self, manual_dir: str) -> None:
     """A one-line ValueError unless `manual_dir` holds the class folders and detections for all.
 
+    Writes the detections first if they are missing (module docstring).
     data_pipelines.loaders.prepare runs it before TFDS starts building;
     _split_generators runs the same check (through _split_images).
     """

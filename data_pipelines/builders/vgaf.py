@@ -18,8 +18,12 @@ data_pipelines/annotations.py: the detected (or sampled) frames with their
 faces (box + 5 landmarks; emotion and track null), and no groups. The
 builder ignores its `video`, `label` and frame labels (the labels file is
 authoritative; write "neutral" there, as the format requires a valid label)
-and reads the frames from `Train/NAME.mp4`. emoflow's on-device face
-detector, which writes these files, arrives with a later issue.
+and reads the frames from `Train/NAME.mp4`. VGAF ships without these files:
+for the videos that have none the builder writes them with MTCNN
+(data_pipelines.detect_faces, at the frames it samples; it logs how long
+that may take, once, and an interrupted run continues where it stopped),
+into the manual directory, or with a one-line error naming the command that
+writes them elsewhere when the manual directory cannot be written to.
 """
 
 import dataclasses
@@ -31,8 +35,11 @@ from absl import logging
 from data_pipelines import annotations
 from data_pipelines.builders import gecv, manual, records
 
-LAYOUT = ("Train/ and Val/ folders of NAME.mp4 clips, Train_labels.txt and Val_labels.txt, "
-          "and detections/Train/ and detections/Val/ holding NAME.json face detections")
+LAYOUT = ("Train/ and Val/ folders of NAME.mp4 clips, Train_labels.txt and Val_labels.txt "
+          "(detections/Train/ and detections/Val/ of NAME.json face detections are written if "
+          "absent)")
+
+FRAMES_PER_SECOND = 2.0  # the clips config's frame sampling rate
 
 # The labels files' numbers (checked against public VGAF loaders: 1 positive, 2 neutral, 3 negative).
 LABELS = {"1": "positive", "2": "neutral", "3": "negative"}
@@ -63,36 +70,39 @@ def labelled_video(detections_path: str, label: str) -> annotations.Video:
                              frames=[gecv.whole_frame_group(f, label) for f in detected.frames])
 
 
-def _split_videos(root: str, folder: str, labels_file: str) -> list[tuple]:
-  """(name, label, video path, detections path) of every video of a split; one-line errors."""
-  detections_dir = manual.resolve(root, f"detections/{folder}")
-  if detections_dir is None:
-    raise ValueError(f"vgaf: {root}/detections/{folder}/ is missing: one NAME.json of detected "
-                     f"faces per video of {folder}/, made by a face detector in the format "
-                     "documented in data_pipelines/builders/vgaf.py")
-  videos_dir = manual.find(root, folder)
-  labels = read_labels(manual.find(root, labels_file))
-  videos = [(name, label, os.path.join(videos_dir, f"{name}.mp4"),
-             os.path.join(detections_dir, f"{name}.json")) for name, label in sorted(labels.items())]
-  for column, where in ((2, f"{folder}/NAME.mp4"), (3, f"detections/{folder}/NAME.json")):
-    absent = [v[0] for v in videos if not os.path.isfile(v[column])]
+def split_videos(root: str) -> dict[str, list[tuple]]:
+  """Split -> (name, label, video path, detections path) of every labelled video, sorted by name;
+  one-line errors off the layout or for a missing video (its detections may not exist yet)."""
+  manual.require(root, "vgaf", LAYOUT, [name for pair in _SPLITS.values() for name in pair])
+  splits = {}
+  for split, (folder, labels_file) in _SPLITS.items():
+    detections_dir = (manual.resolve(root, f"detections/{folder}")
+                      or os.path.join(root, "detections", folder))
+    videos_dir = manual.find(root, folder)
+    videos = [(name, label, os.path.join(videos_dir, f"{name}.mp4"),
+               os.path.join(detections_dir, f"{name}.json"))
+              for name, label in sorted(read_labels(manual.find(root, labels_file)).items())]
+    absent = [name for name, _, video_path, _ in videos if not os.path.isfile(video_path)]
     if absent:
       raise ValueError(f"vgaf: {len(absent)} of the {len(videos)} videos in {labels_file} have "
-                       f"no {where} under {root} (first: {absent[0]})")
-  return videos
+                       f"no {folder}/NAME.mp4 under {root} (first: {absent[0]})")
+    splits[split] = videos
+  return splits
 
 
-def _videos(root: str) -> dict[str, list[tuple]]:
-  """Split -> _split_videos of it, once the folders and labels files are there; one-line errors."""
-  manual.require(root, "vgaf", LAYOUT, [name for pair in _SPLITS.values() for name in pair])
-  return {split: _split_videos(root, folder, labels_file)
-          for split, (folder, labels_file) in _SPLITS.items()}
+def _videos(root: str, frames_per_second: float | None) -> dict[str, list[tuple]]:
+  """split_videos, with the missing detections written first (sampling `frames_per_second`)."""
+  splits = split_videos(root)
+  if not all(os.path.isfile(v[3]) for videos in splits.values() for v in videos):
+    from data_pipelines import detect_faces  # noqa: PLC0415 - it imports this module
+    detect_faces.write_missing("vgaf", root, frames_per_second)
+  return splits
 
 
 @dataclasses.dataclass
 class VgafConfig(tfds.core.BuilderConfig):
   """How many frames per second of each clip the records keep."""
-  frames_per_second: float | None = 2.0
+  frames_per_second: float | None = FRAMES_PER_SECOND
 
 
 class Vgaf(tfds.core.GeneratorBasedBuilder):
@@ -102,9 +112,10 @@ class Vgaf(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "clips records from VGAF videos and per-video detections"}
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
   VGAF (EmotiW 2020) is licence-gated: request it from the EmotiW organisers
-  and extract it into the manual directory so that it holds {LAYOUT}. Write
-  the detections files in the format of this module's docstring
-  (data_pipelines/builders/vgaf.py).
+  and extract it into the manual directory so that it holds {LAYOUT}. The
+  first build writes the detections files with MTCNN, or run
+  `python -m data_pipelines.detect_faces MANUAL_DIR --dataset vgaf`
+  (format: this module's docstring, data_pipelines/builders/vgaf.py).
   """
   BUILDER_CONFIGS = [VgafConfig(name="clips", description="clips sampled at 2 frames/s")]
 
@@ -114,13 +125,14 @@ class Vgaf(tfds.core.GeneratorBasedBuilder):
   def check_manual_dir(self, manual_dir: str) -> None:
     """A one-line ValueError unless `manual_dir` holds every labelled video and its detections.
 
+    Writes the missing detections first (module docstring).
     data_pipelines.loaders.prepare runs it before TFDS starts building;
     _split_generators runs the same check (through _videos).
     """
-    _videos(manual_dir)
+    _videos(manual_dir, self.builder_config.frames_per_second)
 
   def _split_generators(self, dl_manager):
-    videos = _videos(manual.directory(dl_manager))
+    videos = _videos(manual.directory(dl_manager), self.builder_config.frames_per_second)
     return {split: self._generate_examples(split_videos, split)
             for split, split_videos in videos.items()}
 

@@ -209,6 +209,43 @@ class FineTuned:
     return self.fusion.loss(scores, labels, num_entries)
 
 
+# An emotion class index -> its group class index (labels.EMOTION_VALENCE), as a [8, 3] 0/1 matrix.
+VALENCE_MATRIX = np.eye(len(GROUP_EMOTIONS), dtype=np.float32)[
+    [GROUP_EMOTIONS.index(EMOTION_VALENCE[e]) for e in EMOTIONS]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ValenceAverage:
+  """FeA with nothing trained: each face's emotion probabilities summed per group class
+  (labels.EMOTION_VALENCE), averaged over the group's faces.
+
+  What a face-emotion model can say of a group without a trained group stage
+  (the starter model, emoflow.starter). Its inputs are the faces' emotion
+  probabilities [B, N, 8], batch key `probs`; it has no variables and no
+  loss, so it predicts but does not train (not in `known()`).
+  """
+
+  input_key = "probs"
+  scheme: str = "valence averaging (FeA, untrained)"
+  stage: str = "score"
+
+  def features(self, variables, probs, mask) -> jax.Array:
+    """[B, N, 3]: each face's probability of each group class, zero in empty slots."""
+    del variables
+    return (probs.astype(jnp.float32) @ jnp.asarray(VALENCE_MATRIX)) * mask[..., None]
+
+  def class_scores(self, variables, features, mask, *, train=False, rng=None):
+    """(log of the mean over valid faces [B, 3], {}); a group with no face gets uniform scores."""
+    del variables, train, rng
+    count = mask.sum(axis=1, keepdims=True)
+    mean = jnp.where(count > 0, features.sum(axis=1) / jnp.maximum(count, 1),
+                     1.0 / features.shape[-1])
+    return jnp.log(jnp.maximum(mean, 1e-30)), {}
+
+
+VALENCE = "valence"  # model.json's group fusion name for ValenceAverage
+
+
 def class_log_likelihoods(prior, prior_params, h, logdet, mask) -> jax.Array:
   """log p_S(S | c) = log p_H(H | c) + log|det dF/dS| (Eq. 7), [B, C]."""
   return prior.log_prob(prior_params, h, mask) + logdet[:, None]
@@ -239,7 +276,10 @@ def known() -> tuple[str, ...]:
 
 
 def make_fusion(model_config):
-  """The fusion `model_config.fusion` names, built from the model config; one-line error if unknown."""
+  """The fusion `model_config.fusion` names, built from the model config (or the untrained
+  `valence` average); one-line error if unknown."""
+  if model_config.fusion == VALENCE:
+    return ValenceAverage()
   if model_config.fusion not in _FUSIONS:
     raise ValueError(f"model.fusion {model_config.fusion!r} unknown; known: {', '.join(known())}")
   return _FUSIONS[model_config.fusion](model_config)

@@ -4,9 +4,10 @@ A detector maps a batch of frames to `Detections`: per frame up to K faces,
 each a box, the 5 landmarks `align.py` expects and a score, padded to K with a
 `valid` mask so a batch has static shapes on the device. Detectors are chosen
 by name (`make`): `annotations` (faces known in advance: a dataset's boxes
-or a JSON file), `yunet` (OpenCV's YuNet, given its ONNX file) and
+or a JSON file), `yunet` (OpenCV's YuNet, given its ONNX file),
 `retinaface` (the paper's detector, in Flax; it builds on `make_anchors`,
-`decode` and `nms` below).
+`decode` and `nms` below) and `mtcnn` (the MTCNN cascade, in Flax, with the
+weights of the `mtcnn` package).
 """
 
 import functools
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from emoflow.vision import retinaface, retinaface_convert
+from emoflow.vision import mtcnn, retinaface, retinaface_convert
 
 
 class Detections(struct.PyTreeNode):
@@ -212,19 +213,34 @@ def decode(loc: jax.Array, landm: jax.Array, anchors: jax.Array,
   return boxes, landmarks
 
 
+def _area(boxes: jax.Array) -> jax.Array:
+  return jnp.prod(jnp.clip(boxes[..., 2:] - boxes[..., :2], 0), -1)
+
+
+def _intersection(box: jax.Array, boxes: jax.Array) -> jax.Array:
+  return _area(jnp.concatenate([jnp.maximum(box[:2], boxes[:, :2]),
+                                jnp.minimum(box[2:], boxes[:, 2:])], -1))
+
+
+def _ratio(inter: jax.Array, denominator: jax.Array) -> jax.Array:
+  """inter / denominator, 0 where the denominator is 0."""
+  return jnp.where(denominator > 0, inter / jnp.where(denominator > 0, denominator, 1), 0.0)
+
+
 def box_iou(box: jax.Array, boxes: jax.Array) -> jax.Array:
   """IoU of one box [4] with boxes [N, 4] (x0, y0, x1, y1, continuous: no +1); 0 when both are empty."""
-  top_left = jnp.maximum(box[:2], boxes[:, :2])
-  bottom_right = jnp.minimum(box[2:], boxes[:, 2:])
-  inter = jnp.prod(jnp.clip(bottom_right - top_left, 0), -1)
-  area = lambda b: jnp.prod(jnp.clip(b[..., 2:] - b[..., :2], 0), -1)
-  union = area(box) + area(boxes) - inter
-  return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1), 0.0)
+  inter = _intersection(box, boxes)
+  return _ratio(inter, _area(box) + _area(boxes) - inter)
 
 
-@functools.partial(jax.jit, static_argnames="max_out")
+def box_iom(box: jax.Array, boxes: jax.Array) -> jax.Array:
+  """Intersection over the smaller area (MTCNN's "Min" overlap) of one box [4] with boxes [N, 4]; 0 when empty."""
+  return _ratio(_intersection(box, boxes), jnp.minimum(_area(box), _area(boxes)))
+
+
+@functools.partial(jax.jit, static_argnames=("max_out", "by_min"))
 def nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float, score_threshold: float,
-        max_out: int) -> tuple[jax.Array, jax.Array]:
+        max_out: int, by_min: bool = False) -> tuple[jax.Array, jax.Array]:
   """Greedy non-maximum suppression with static shapes: (indices int32 [max_out], valid bool [max_out]).
 
   Candidates are the boxes with score > score_threshold. Repeatedly the best
@@ -233,6 +249,7 @@ def nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float, score_thresho
   or none remain. Kept indices come in descending score; unused slots hold
   index 0 and valid False. O(max_out * N) time, O(N) memory (no N x N IoU
   matrix), and it stops early once the candidates run out; vmap it over frames.
+  by_min: overlap is box_iom instead of IoU.
 
   Args:
     boxes: [N, 4] (x0, y0, x1, y1).
@@ -245,7 +262,7 @@ def nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float, score_thresho
   def body(carry):
     count, alive, indices, valid = carry
     best = jnp.argmax(jnp.where(alive, scores, -jnp.inf))
-    alive = alive & (box_iou(boxes[best], boxes) <= iou_threshold)
+    alive = alive & ((box_iom if by_min else box_iou)(boxes[best], boxes) <= iou_threshold)
     alive = alive.at[best].set(False)
     return count + 1, alive, indices.at[count].set(best), valid.at[count].set(True)
 
@@ -253,6 +270,33 @@ def nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float, score_thresho
           jnp.zeros(max_out, bool))
   _, _, indices, valid = jax.lax.while_loop(cond, body, init)
   return indices, valid
+
+
+def select_faces(boxes: jax.Array, landmarks: jax.Array, scores: jax.Array, *,
+                 nms_threshold: float, score_threshold: float, max_faces: int,
+                 by_min: bool = False) -> Detections:
+  """Every frame's candidates (boxes [F, A, 4], landmarks [F, A, 5, 2], scores [F, A]) -> its
+  K = max_faces faces by `nms`, empty slots zero.
+
+  `dropped` counts, for a frame whose K slots all filled, the candidates
+  above score_threshold that none of the K kept faces suppresses: an upper
+  bound on the faces lost (NMS might suppress some of them among
+  themselves), and 0 for every frame with fewer than K faces.
+  """
+  def frame(boxes, landmarks, scores):
+    keep, valid = nms(boxes, scores, nms_threshold, score_threshold, max_faces, by_min=by_min)
+    overlap = jax.vmap(box_iom if by_min else box_iou, (0, None))(boxes[keep], boxes)
+    unsuppressed = jnp.all((overlap <= nms_threshold) | ~valid[:, None], 0).at[keep].set(False)
+    dropped = jnp.where(valid.all(), jnp.sum(unsuppressed & (scores > score_threshold)), 0)
+    boxes, landmarks, scores = _take(keep, valid, boxes, landmarks, scores)
+    return Detections(boxes=boxes, landmarks=landmarks, scores=scores, valid=valid,
+                      dropped=dropped.astype(jnp.int32))
+  return jax.vmap(frame)(boxes, landmarks, scores)
+
+
+def _take(keep: jax.Array, valid: jax.Array, *arrays: jax.Array) -> list[jax.Array]:
+  """arrays[keep] with the slots that are not valid zeroed."""
+  return [jnp.where(valid.reshape(-1, *[1] * (a.ndim - 1)), a[keep], 0) for a in arrays]
 
 
 # --- RetinaFace --------------------------------------------------------------------------
@@ -297,17 +341,6 @@ class RetinaFaceDetector:
       model, variables = retinaface_convert.load_retinaface(weights)
     return cls(model, variables, **kwargs)
 
-  def _frame(self, boxes, landmarks, scores):
-    """NMS and gather for one frame: boxes [A, 4], landmarks [A, 5, 2], scores [A]."""
-    keep, valid = nms(boxes, scores, self.nms_threshold, self.score_threshold, self.max_faces)
-    kept = boxes[keep]
-    unsuppressed = jax.vmap(box_iou, (0, None))(kept, boxes) <= self.nms_threshold
-    unsuppressed = jnp.all(unsuppressed | ~valid[:, None], 0).at[keep].set(False)
-    dropped = jnp.where(valid.all(), jnp.sum(unsuppressed & (scores > self.score_threshold)), 0)
-    mask = lambda x: jnp.where(valid.reshape(-1, *[1] * (x.ndim - 1)), x, 0)
-    return (mask(kept), mask(landmarks[keep]), mask(scores[keep]), valid,
-            dropped.astype(jnp.int32))
-
   def _forward(self, variables, frames: jax.Array) -> Detections:
     num, height, width, _ = frames.shape
     images = retinaface.preprocess(frames)
@@ -320,9 +353,118 @@ class RetinaFaceDetector:
     scale = jnp.asarray([width / size[1], height / size[0]], jnp.float32)
     boxes, landmarks = boxes * jnp.tile(scale, 2), landmarks * scale
     scores = jax.nn.softmax(conf.astype(jnp.float32))[..., 1]
-    boxes, landmarks, scores, valid, dropped = jax.vmap(self._frame)(boxes, landmarks, scores)
-    return Detections(boxes=boxes, landmarks=landmarks, scores=scores, valid=valid,
-                      dropped=dropped)
+    return select_faces(boxes, landmarks, scores, nms_threshold=self.nms_threshold,
+                        score_threshold=self.score_threshold, max_faces=self.max_faces)
+
+  def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> Detections:
+    del indices  # looks at pixels only
+    return self._detect(self.variables, jnp.asarray(frames))
+
+
+# --- MTCNN -------------------------------------------------------------------------------
+
+
+class MTCNNDetector:
+  """MTCNN (mtcnn.py): the original's three-stage cascade in one jitted function with static shapes.
+
+  Per frame, as the original MATLAB/Caffe code does it (but with continuous
+  box coordinates, width x1 - x0, where it counts whole pixels, x1 - x0 + 1):
+  1. P-Net on every level of the pyramid (`mtcnn.pyramid`, 12 / min_face
+     down by `factor`; levels resized bilinearly with antialiasing); per
+     level its best 4 * `level_windows` windows, NMS (IoU 0.5, face
+     probability > thresholds[0]) to `level_windows`; over all levels NMS
+     (IoU 0.7) to `max_rnet`; then box regression and squaring.
+  2. R-Net on 24x24 crops (`mtcnn.crop`: bilinear, black outside the frame);
+     NMS (IoU 0.7, probability > thresholds[1]) to `max_onet`; regression,
+     squaring.
+  3. O-Net on 48x48 crops; landmarks placed on the O-Net input box;
+     regression; final NMS over intersection / smaller area ("Min", 0.7,
+     probability > thresholds[2]) to K = max_faces. Scores are O-Net's face
+     probability.
+  The fixed candidate counts make the cost per frame constant; `dropped`
+  counts, for a frame whose K slots all filled, the O-Net faces above the
+  threshold that none of the kept ones suppresses (as RetinaFaceDetector).
+  Weights: `variables` ({"pnet", "rnet", "onet"} -> Flax variables, e.g.
+  from a model directory), by default `mtcnn.load_weights()` from the
+  installed `mtcnn` package.
+  """
+
+  NMS_THRESHOLDS = {"level": 0.5, "pyramid": 0.7, "rnet": 0.7, "onet_min": 0.7}
+
+  def __init__(self, variables: Mapping[str, Any] | None = None, *, min_face: float = 20,
+               thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+               max_faces: int = 256, level_windows: int = 256, max_rnet: int = 1024,
+               max_onet: int | None = None):
+    if len(thresholds) != 3:
+      raise ValueError(f"thresholds must be 3 (P-Net, R-Net, O-Net), got {len(thresholds)}")
+    if min_face <= 0 or not 0 < factor < 1:
+      raise ValueError(f"need min_face > 0 and 0 < factor < 1, got {min_face} and {factor}")
+    self.variables = mtcnn.load_weights() if variables is None else variables
+    self.min_face = min_face
+    self.thresholds = tuple(float(t) for t in thresholds)
+    self.factor = factor
+    self.max_faces = max_faces
+    self.level_windows = level_windows
+    self.max_rnet = max_rnet
+    self.max_onet = max_faces if max_onet is None else max_onet
+    self._detect = jax.jit(self._forward)
+
+  def settings(self) -> dict[str, Any]:
+    """Everything besides the weights that shapes the detections, JSON-ready (for a model directory)."""
+    return {"min_face": self.min_face, "thresholds": list(self.thresholds), "factor": self.factor,
+            "nms_thresholds": dict(self.NMS_THRESHOLDS), "max_faces": self.max_faces,
+            "level_windows": self.level_windows, "max_rnet": self.max_rnet,
+            "max_onet": self.max_onet}
+
+  def _proposals(self, variables, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Stage 1: images [F, H, W, 3] -> R-Net boxes [F, max_rnet, 4] and their valid mask."""
+    num, height, width, _ = images.shape
+    windows, offsets, scores = [], [], []
+    for _, rows, cols in mtcnn.pyramid(height, width, self.min_face, self.factor):
+      level = jax.image.resize(images, (num, rows, cols, 3), "linear")
+      regression, probs = mtcnn.PNet().apply(variables["pnet"], mtcnn.preprocess(level))
+      candidates = functools.partial(mtcnn.pnet_candidates, pixel_size=(height / rows, width / cols),
+                                     count=4 * self.level_windows)
+      w, o, s = jax.vmap(candidates)(regression, probs)
+      keep, valid = jax.vmap(functools.partial(
+          nms, iou_threshold=self.NMS_THRESHOLDS["level"], score_threshold=self.thresholds[0],
+          max_out=self.level_windows))(w, s)
+      w, o, s = jax.vmap(_take)(keep, valid, w, o, s)
+      windows.append(w)
+      offsets.append(o)
+      scores.append(jnp.where(valid, s, -1.0))
+    windows, offsets, scores = (jnp.concatenate(x, 1) for x in (windows, offsets, scores))
+    keep, valid = jax.vmap(functools.partial(
+        nms, iou_threshold=self.NMS_THRESHOLDS["pyramid"], score_threshold=self.thresholds[0],
+        max_out=self.max_rnet))(windows, scores)
+    windows, offsets = jax.vmap(_take)(keep, valid, windows, offsets)
+    return mtcnn.square(mtcnn.calibrate(windows, offsets)), valid
+
+  def _run(self, name: str, variables, images: jax.Array, boxes: jax.Array, size: int):
+    """The network `name` on size x size crops of boxes [F, N, 4]: its outputs, each [F, N, ...]."""
+    crops = jax.vmap(mtcnn.crop, (0, 0, None))(images, boxes, size)
+    outputs = mtcnn.NETWORKS[name].apply(variables[name],
+                                         mtcnn.preprocess(crops.reshape(-1, size, size, 3)))
+    return [out.reshape(*boxes.shape[:2], *out.shape[1:]) for out in outputs]
+
+  def _forward(self, variables, frames: jax.Array) -> Detections:
+    images = jnp.asarray(frames, jnp.float32)
+    boxes, valid = self._proposals(variables, images)
+
+    regression, probs = self._run("rnet", variables, images, boxes, mtcnn.RNET_SIZE)
+    scores = jnp.where(valid, probs[..., 1], -1.0)
+    keep, valid = jax.vmap(functools.partial(
+        nms, iou_threshold=self.NMS_THRESHOLDS["rnet"], score_threshold=self.thresholds[1],
+        max_out=self.max_onet))(boxes, scores)
+    boxes, regression = jax.vmap(_take)(keep, valid, boxes, regression)
+    boxes = mtcnn.square(mtcnn.calibrate(boxes, regression))
+
+    regression, points, probs = self._run("onet", variables, images, boxes, mtcnn.ONET_SIZE)
+    landmarks = mtcnn.landmarks_in_frame(points, boxes)
+    boxes = mtcnn.calibrate(boxes, regression)
+    scores = jnp.where(valid, probs[..., 1], -1.0)
+    return select_faces(boxes, landmarks, scores, nms_threshold=self.NMS_THRESHOLDS["onet_min"],
+                        score_threshold=self.thresholds[2], max_faces=self.max_faces, by_min=True)
 
   def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> Detections:
     del indices  # looks at pixels only
@@ -330,7 +472,8 @@ class RetinaFaceDetector:
 
 
 _REGISTRY = {"annotations": AnnotationDetector, "yunet": YuNetDetector,
-             "retinaface": RetinaFaceDetector.build}
+             "retinaface": RetinaFaceDetector.build,
+             "mtcnn": MTCNNDetector}
 
 
 def make(name: str, **kwargs) -> Detector:
