@@ -120,8 +120,9 @@ def make_detector(args, model):
       return _bundled_detector(model, args.max_faces, args.detector_scale)
     if not os.path.isfile(annotations):
       raise ValueError(f"no detector: {annotations} does not exist and {args.model} holds none; "
-                       "give --detector retinaface --retinaface-weights FILE.pth, --detector "
-                       "yunet --yunet-model FILE.onnx, or --annotations FILE.json")
+                       "give --detector mtcnn, --detector retinaface --retinaface-weights "
+                       "FILE.pth, --detector yunet --yunet-model FILE.onnx, or --annotations "
+                       "FILE.json")
     name = "annotations"
   if name == "yunet":
     if not args.yunet_model:

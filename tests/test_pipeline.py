@@ -197,8 +197,8 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
           "error: --detector yunet needs --yunet-model FILE.onnx",
       (path, "--model", model_dir, "--annotations", str(tmp_path / "none.json"), "--detector",
        "auto"): f"error: no detector: {tmp_path}/none.json does not exist and {model_dir} holds "
-                "none; give --detector retinaface --retinaface-weights FILE.pth, --detector "
-                "yunet --yunet-model FILE.onnx, or --annotations FILE.json",
+                "none; give --detector mtcnn, --detector retinaface --retinaface-weights "
+                "FILE.pth, --detector yunet --yunet-model FILE.onnx, or --annotations FILE.json",
       (path, "--model", model_dir, "--detector", "retinaface"):
           f"error: --detector retinaface needs --retinaface-weights FILE.pth ({model_dir} holds "
           "no detector; see experiments.export_model --detector)",
