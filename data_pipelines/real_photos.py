@@ -22,6 +22,7 @@ import os
 import cv2
 import numpy as np
 
+from data_pipelines.builders import manual
 from emoflow.vision import video as video_io
 
 FACE_BOXES = {"astronaut": (178, 85, 268, 182), "camera": (178, 102, 255, 200),
@@ -37,8 +38,8 @@ def load(name: str) -> np.ndarray:
     return np.repeat(skimage.data.camera()[..., None], 3, axis=-1)
   if name == "grace_hopper":
     import matplotlib  # noqa: PLC0415
-    path = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
-    return cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    return manual.read_rgb(os.path.join(matplotlib.get_data_path(), "sample_data",
+                                        "grace_hopper.jpg"))
   raise ValueError(f"unknown photo {name!r}; known: {', '.join(FACE_BOXES)}")
 
 

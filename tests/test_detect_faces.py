@@ -16,6 +16,7 @@ from assets.runner import run_experiment
 import fake_datasets
 from data_pipelines import annotations, detect_faces, loaders, real_photos
 from data_pipelines.builders import manual
+from emoflow import metrics
 from emoflow.labels import GROUP_EMOTIONS
 from emoflow.vision import detect
 from emoflow.vision import video as vision_video
@@ -286,11 +287,6 @@ PHOTO_LAYOUT = {"Train/Positive": [("astronaut", 0.75, False), ("grace_hopper", 
                 "Val/Neutral": [("astronaut", 0.75, True)]}
 
 
-def _iou(a, b) -> float:
-  inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
-  return inter / (np.prod(np.subtract(a[2:], a[:2])) + np.prod(np.subtract(b[2:], b[:2])) - inter)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> tuple[str, str, dict]:
   """(manual dir of real photos in the GAF layout, without detections.json; TFDS data dir with
@@ -318,7 +314,7 @@ def test_building_gaf_from_real_photos_detects_one_face_each_with_mtcnn(photos):
   assert sorted(detections) == sorted(boxes)
   for key, faces in detections.items():
     assert len(faces) == 1, (key, faces)
-    assert _iou(faces[0]["box"], boxes[key]) > 0.5, (key, faces[0]["box"], boxes[key])
+    assert metrics.box_iou_matrix(faces[0]["box"], boxes[key])[0, 0] > 0.5, (key, faces[0]["box"], boxes[key])
   builder = loaders.make_builder("emotiw_gaf", "groups", data_dir)
   for split, count in (("train", 6), ("validation", 3)):
     records = fake_datasets.records_by_source(builder, split)
