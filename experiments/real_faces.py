@@ -32,7 +32,7 @@ import numpy as np
 from absl import flags
 
 from data_pipelines import real_photos
-from emoflow import metrics
+from emoflow import bootstrap, metrics
 from emoflow.fileio import temporary_path
 from emoflow.vision import align
 from emoflow.vision import video as video_io
@@ -85,22 +85,42 @@ def _bin(height: float) -> int:
 
 
 def detection_by_height(doc: dict, truth: list[list[dict]]) -> list[dict]:
-  """Per height bin (HEIGHT_BINS) the counts: true faces, found, detections, true detections."""
-  bins = [{"faces": 0, "found": 0, "detections": 0, "true": 0} for _ in HEIGHT_BINS[:-1]]
+  """Per height bin (HEIGHT_BINS): "by_face" {pasted face: [frames found, frames present]},
+  "by_frame" {frame: [true detections, detections]}, and their totals: true faces, found,
+  detections, true detections. A pasted face is its slot in the truth lists (the same in
+  every frame); faces and frames are the clusters the intervals resample."""
+  bins = [{"by_face": {}, "by_frame": {}} for _ in HEIGHT_BINS[:-1]]
   for frame in doc["frames"]:
     gt = truth[frame["index"]]
     boxes = np.asarray([face["box"] for face in frame["faces"]], np.float64).reshape(-1, 4)
     matched = metrics.match_detections(boxes, [face["detection_score"] for face in frame["faces"]],
                                        np.asarray([face["box"] for face in gt]).reshape(-1, 4))
-    for face in gt:
-      bins[_bin(face["height"])]["faces"] += 1
+    for i, face in enumerate(gt):
+      bins[_bin(face["height"])]["by_face"].setdefault(i, [0, 0])[1] += 1
     for box, m in zip(boxes, matched):
-      b = bins[_bin(gt[m]["height"] if m >= 0 else box[3] - box[1])]
-      b["detections"] += 1
-      b["true"] += int(m >= 0)
+      counts = bins[_bin(gt[m]["height"] if m >= 0 else box[3] - box[1])]["by_frame"].setdefault(
+          frame["index"], [0, 0])
+      counts[0] += int(m >= 0)
+      counts[1] += 1
       if m >= 0:
-        bins[_bin(gt[m]["height"])]["found"] += 1
-  return bins
+        bins[_bin(gt[m]["height"])]["by_face"][m][0] += 1
+  return [_with_totals(b) for b in bins]
+
+
+def _with_totals(b: dict) -> dict:
+  """A bin with its totals: found, faces (by_face), true, detections (by_frame)."""
+  (b["found"], b["faces"]), (b["true"], b["detections"]) = (
+      np.sum(list(b[key].values()) or [[0, 0]], axis=0).tolist() for key in ("by_face", "by_frame"))
+  return b
+
+
+def _ratio(counts: dict) -> str:
+  """sum of hits / sum of totals over clusters {id: [hits, total]}, with its bootstrap interval."""
+  if not counts:
+    return "-"
+  hits, totals = np.asarray(list(counts.values()), np.float64).T
+  r = bootstrap.accuracy(hits, totals)
+  return f"{r.estimate:.3f} ({r.low:.3f}-{r.high:.3f})"
 
 
 def clip_table(out: str, model: str) -> str:
@@ -113,17 +133,21 @@ def clip_table(out: str, model: str) -> str:
   rows = [f"composed clip: {doc['width']}x{doc['height']}, {doc['num_frames']} frames, "
           f"{len(doc['frames'])} analysed at {doc['sampled_fps']} fps, "
           f"{len(truth[0])} faces a frame; video label {doc['label']}; emoflow predict "
-          f"{seconds:.1f} s wall (process start to files written)", "",
-          "| face height (px) | true faces | found | recall @IoU 0.5 | detections | precision |",
-          "|---|---|---|---|---|---|"]
+          f"{seconds:.1f} s wall (process start to files written). Intervals: 95% bootstrap "
+          "over the pasted faces (recall) and over the analysed frames (precision)", "",
+          "| face height (px) | pasted faces | true faces | found | recall @IoU 0.5 (95% CI) | "
+          "detections | precision (95% CI) |", "|---|---|---|---|---|---|---|"]
   bins = detection_by_height(doc, truth)
-  total = {k: sum(b[k] for b in bins) for k in ("faces", "found", "detections", "true")}
+  every = {"by_face": {}, "by_frame": {}}
+  for b in bins:
+    every["by_face"].update(b["by_face"])  # each pasted face is in one bin
+    for t, (hits, total) in b["by_frame"].items():
+      counts = every["by_frame"].setdefault(t, [0, 0])
+      counts[0], counts[1] = counts[0] + hits, counts[1] + total
   labels = [f"{lo}-{hi - 1}" for lo, hi in zip(HEIGHT_BINS, HEIGHT_BINS[1:])]
-  for label, b in [*zip(labels, bins), ("all", total)]:
-    recall = b["found"] / b["faces"] if b["faces"] else float("nan")
-    precision = b["true"] / b["detections"] if b["detections"] else float("nan")
-    rows.append(f"| {label} | {b['faces']} | {b['found']} | {recall:.3f} | {b['detections']} | "
-                f"{precision:.3f} |")
+  for label, b in [*zip(labels, bins), ("all", _with_totals(every))]:
+    rows.append(f"| {label} | {len(b['by_face'])} | {b['faces']} | {b['found']} | "
+                f"{_ratio(b['by_face'])} | {b['detections']} | {_ratio(b['by_frame'])} |")
   return "\n".join(rows)
 
 
