@@ -13,6 +13,8 @@ size on a clip composed of them.
    by detection score, each true face matched once,
    emoflow.metrics.match_detections), over the analysed frames. A detection
    counts in the height bin of the face it matched, else in its own box's.
+   Counts with 95% bootstrap intervals (emoflow.bootstrap), resampling the
+   pasted faces for recall and the analysed frames for precision.
 3. OUT/aligned_faces.png: a contact sheet of every face found in the photos
    and in the clip's first frame, as the face model sees it (the 112x112
    crop on the alignment template, emoflow.vision.align), captioned with
