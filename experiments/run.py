@@ -6,7 +6,8 @@ config as JSON, checkpoints, metrics.csv, plots/, results.md and results.json
 (its scalar metrics; --mode=eval writes results_SPLIT.md/.json). Starting the
 same command again resumes from the latest checkpoint. A user mistake (unknown
 config, bad value, missing data) ends with one line on stderr and exit code 2;
---debug shows the traceback instead.
+--debug shows the traceback instead. --help (or -h) prints this, the known
+configs and the flags.
 
 Multi-host: every process runs the same command; a SLURM step or Open MPI job
 of several tasks is joined by itself, other clusters pass --coordinator_address,
@@ -17,6 +18,7 @@ import functools
 import json
 import os
 import sys
+import textwrap
 
 import numpy as np
 from absl import app, flags, logging
@@ -135,7 +137,25 @@ def _run_main(argv, run_name: str) -> None:
     sys.exit(2)
 
 
+_HELP = ("-h", "--help", "-?", "--helpshort", "--helpfull")
+
+
+def usage(full: bool = False) -> str:
+  """This module's docstring, the known configs and the command's flags (every absl flag if
+  `full`)."""
+  module = flags.FLAGS.find_module_defining_flag(_WORKDIR.name)  # this file's path under -m
+  flag_help = flags.FLAGS.get_help() if full else flags.FLAGS.module_help(module)
+  known = textwrap.fill(", ".join(configs.known()), 80, initial_indent="  ", subsequent_indent="  ")
+  return f"{__doc__.strip()}\n\nconfigs (experiments/configs/):\n{known}\n\nflags:\n{flag_help}\n"
+
+
 def entry() -> None:
+  # Help is answered before resolve_config_argv, which needs --config (without it the command
+  # would end in "--config=NAME is required"), and instead of absl's --help, which exits 1 and
+  # does not list the configs. With --config=X it prints help too and runs nothing.
+  if any(token in _HELP for token in sys.argv[1:]):
+    print(usage(full="--helpfull" in sys.argv[1:]))
+    sys.exit(0)
   host_memory.keep_freed_memory()
   try:
     argv, run_name = resolve_config_argv(sys.argv)

@@ -22,6 +22,32 @@ def test_unknown_config_lists_known_ones():
       "tnvpf_gecv, tnvpf_synthcrowd, tnvpf_vgaf"]
 
 
+def _assert_is_help(text):
+  assert text.startswith("Run a named experiment: `python -m experiments.run --config=NAME"), text
+  assert "quickstart" in text and "tnvpf_synthcrowd" in text  # the known configs
+  assert "--workdir" in text and "--mode" in text  # the command's flags
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--config=quickstart", "--help"],
+                                  ["--config=nope", "-h"]])
+def test_help_prints_usage_configs_and_flags(args, monkeypatch, capsys):
+  """Help comes before --config is resolved (it is not needed) and nothing runs."""
+  from experiments import run  # noqa: PLC0415 - defines the command's flags in this process
+  monkeypatch.setattr(sys, "argv", ["run.py", *args])
+  with pytest.raises(SystemExit) as exit_:
+    run.entry()
+  assert exit_.value.code == 0
+  out, err = capsys.readouterr()
+  _assert_is_help(out)
+  assert err == ""
+
+
+def test_help_as_a_user_types_it():
+  result = run_experiment("--help")
+  assert result.returncode == 0, result.stderr
+  _assert_is_help(result.stdout)
+
+
 def test_unknown_variant_is_one_line(tmp_path):
   result = run_experiment("--config=emonet_synthcrowd:huge", f"--workdir={tmp_path}")
   assert result.returncode == 2
