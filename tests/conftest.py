@@ -1,5 +1,6 @@
 """Test set-up: 8 forced CPU devices (multi-device code runs on CPU), float32 by default,
-malloc as emoflow's commands set it; fixtures several modules share."""
+malloc as emoflow's commands set it, a compilation cache the suite owns; fixtures several modules
+share."""
 
 import os
 
@@ -11,6 +12,14 @@ from emoflow import host_memory
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# JAX's persistent compilation cache, for this process and the commands the tests start: the
+# same tiny models compile once, not once per test (and not again in the next run of the suite).
+# $EMOFLOW_TEST_CACHE moves it; a fresh clone starts cold.
+TEST_CACHE = os.environ.get("EMOFLOW_TEST_CACHE") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".test-cache")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(TEST_CACHE, "jax")
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 host_memory.keep_freed_memory()
 
 
@@ -46,3 +55,10 @@ def emoflow_cache(tmp_path_factory):
     del os.environ["EMOFLOW_CACHE"]
   else:
     os.environ["EMOFLOW_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def synthcrowd_dir(tmp_path_factory) -> str:
+  """A TFDS data directory the whole run shares: each tiny SynthCrowd config that runs name with
+  --config.data.data_dir is rendered into it once, by the first run that needs it."""
+  return str(tmp_path_factory.mktemp("synthcrowd"))

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from assets.runner import ROOT, checkpoint_params, run_experiment
+from assets.runner import ROOT, checkpoint_params, run_experiment_subprocess
 
 from emoflow.train import distributed
 
@@ -60,7 +60,7 @@ def test_two_processes_train_like_one(config, tmp_path):
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-2000:]
   assert "multi-host job: 2 processes via 127.0.0.1" in outputs[0][0]
-  one = run_experiment(*_tiny(config, tmp_path, tmp_path / "one"))  # on the data process 0 made
+  one = run_experiment_subprocess(*_tiny(config, tmp_path, tmp_path / "one"))  # process 0's data
   assert one.returncode == 0, one.stderr[-2000:]
   assert "## " in outputs[0][0] and "## " not in outputs[1][0]  # the results, from process 0
 

@@ -31,7 +31,7 @@ def float64():
 
 
 def _emonet(rng):
-  model = EmoNet(num_classes=8, embed_dim=32, dtype=jnp.float64)
+  model = EmoNet(num_classes=8, embed_dim=32, width=0.25, depth=0.25, dtype=jnp.float64)
   batch = {"image": rng.integers(0, 256, (B, 112, 112, 3), dtype=np.uint8),
            "label": rng.integers(0, 8, B).astype(np.int32)}
   variables = model.init(jax.random.key(0), np.zeros((1, 112, 112, 3), np.float32), train=False)

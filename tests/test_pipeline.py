@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from assets.runner import ROOT
+from assets.runner import ROOT, predict
 
 from data_pipelines.synthcrowd import crowds, videos
 from emoflow import bundle, pipeline
@@ -78,7 +78,8 @@ def clip(tmp_path_factory):
   return str(directory / "clip.mp4"), annotation
 
 
-def _predict(*args):
+def _predict_as_typed(*args):
+  """`python -m emoflow.cli predict ARGS` in a new interpreter, as a user types it."""
   return subprocess.run([sys.executable, "-m", "emoflow.cli", "predict", *map(str, args)],
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -129,7 +130,7 @@ def test_bundle_round_trip_and_replace(tmp_path):
 
 def test_predict_on_a_synthcrowd_video(tmp_path, model_dir, clip):
   path, annotation = clip
-  result = _predict(path, "--model", model_dir, "--out", tmp_path / "out", "--quiet")
+  result = _predict_as_typed(path, "--model", model_dir, "--out", tmp_path / "out", "--quiet")
   assert result.returncode == 0, result.stderr[-3000:]
   doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
   _check_schema(doc)
@@ -147,7 +148,7 @@ def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
   path, annotation = clip
   _save_bundle(tmp_path / "m", with_detector=True)
   assert bundle.load(str(tmp_path / "m")).config["detector"]["trunk"] == "mobilenet0.25"
-  result = _predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
+  result = predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
                     "--no-video", "--max-faces", 5, "--detector-scale", 0.25)
   assert result.returncode == 0, result.stderr[-3000:]
   doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
@@ -159,7 +160,7 @@ def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
 def test_predict_groups_by_the_model_directorys_rpn(tmp_path, clip):
   path, _ = clip
   _save_bundle(tmp_path / "m", with_video=False, with_rpn=True)
-  result = _predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
+  result = predict(path, "--model", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
                     "--no-video", "--grouping", "rpn")
   assert result.returncode == 0, result.stderr[-3000:]
   doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
@@ -175,7 +176,7 @@ def test_a_video_without_faces_gives_empty_lists_and_unknown(tmp_path, model_dir
       write(np.full((48, 64, 3), 90, np.uint8))
   frames = [{"index": i, "label": None, "faces": [], "groups": []} for i in range(6)]
   (tmp_path / "empty.json").write_text(json.dumps({"frames": frames}))
-  result = _predict(path, "--model", model_dir, "--out", tmp_path / "out", "--quiet", "--fps", "5")
+  result = predict(path, "--model", model_dir, "--out", tmp_path / "out", "--quiet", "--fps", "5")
   assert result.returncode == 0, result.stderr[-3000:]
   doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
   _check_schema(doc)
@@ -209,7 +210,7 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
           "`experiments.export_model --rpn=RUN` or use --grouping kmeans",
   }
   for args, message in cases.items():
-    result = _predict(*args, "--quiet")
+    result = predict(*args, "--quiet")
     assert result.returncode == 2, (args, result.stderr[-2000:])
     assert result.stderr.strip().splitlines() == [message], args
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from assets.runner import ROOT, checkpoint_params, run_experiment
+from assets.runner import ROOT, checkpoint_params, run_experiment, run_experiment_subprocess
 
 
 def test_unknown_config_lists_known_ones():
@@ -43,7 +43,7 @@ def test_help_prints_usage_configs_and_flags(args, monkeypatch, capsys):
 
 
 def test_help_as_a_user_types_it():
-  result = run_experiment("--help")
+  result = run_experiment_subprocess("--help")
   assert result.returncode == 0, result.stderr
   _assert_is_help(result.stdout)
 
@@ -74,25 +74,25 @@ def test_missing_real_dataset_is_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "tfds")
 
 
-def _tiny(tmp_path, workdir, *extra):
+def _tiny(data_dir, workdir, *extra):
   return ["--config=emonet_synthcrowd:tiny", f"--workdir={workdir}",
-          f"--config.data.data_dir={tmp_path}/tfds", *extra]
+          f"--config.data.data_dir={data_dir}", *extra]
 
 
-def test_tiny_training_run_writes_its_workdir(tmp_path):
+def test_tiny_training_run_writes_its_workdir(tmp_path, synthcrowd_dir):
   (tmp_path / "run").mkdir()  # a run that stopped before its first checkpoint: nothing to resume
   (tmp_path / "run" / "config.json").write_text('{"seed": 99}')
-  result = run_experiment(*_tiny(tmp_path, tmp_path / "run"))
+  result = run_experiment(*_tiny(synthcrowd_dir, tmp_path / "run"))
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| mAC | UAR | F1 |" in result.stdout
   for name in ("config.json", "metrics.csv", "results.md", "results.json", "plots/curves.png",
                "plots/confusion_matrix.png", "checkpoints/6"):
     assert os.path.exists(tmp_path / "run" / name), name
-  evaluated = run_experiment(*_tiny(tmp_path, tmp_path / "run"), "--mode=eval",
+  evaluated = run_experiment(*_tiny(synthcrowd_dir, tmp_path / "run"), "--mode=eval",
                    "--config.data.eval_split=test")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   assert os.path.exists(tmp_path / "run" / "results_test.md")
-  changed = run_experiment(*_tiny(tmp_path, tmp_path / "run"),
+  changed = run_experiment(*_tiny(synthcrowd_dir, tmp_path / "run"),
                            "--config.optimizer.learning_rate=0.5")
   assert changed.returncode == 2
   assert "holds a run with a different config (optimizer.learning_rate" in changed.stderr
@@ -110,11 +110,11 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path, seed):
   """SIGKILL at a random moment after the first checkpoint: the rerun resumes and ends with the
   uninterrupted run's parameters, metrics and results (data order, RNG and Adam restored)."""
   steps = ["--config.num_steps=12", "--config.eval.every=4", "--config.log_every=1"]
-  reference = run_experiment(*_tiny(tmp_path, tmp_path / "reference", *steps))
+  reference = run_experiment_subprocess(*_tiny(tmp_path / "tfds", tmp_path / "reference", *steps))
   assert reference.returncode == 0, reference.stderr[-2000:]
   workdir = tmp_path / "killed"
   proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
-                           *_tiny(tmp_path, workdir, *steps)], cwd=ROOT,
+                           *_tiny(tmp_path / "tfds", workdir, *steps)], cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
   while not os.path.isdir(workdir / "checkpoints" / "4") and time.time() < deadline:
@@ -124,7 +124,7 @@ def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path, seed):
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=60)
   assert not os.path.exists(workdir / "results.md"), f"killed too late ({delay:.2f} s) to resume"
-  resumed = run_experiment(*_tiny(tmp_path, workdir, *steps))
+  resumed = run_experiment_subprocess(*_tiny(tmp_path / "tfds", workdir, *steps))
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   for a, b in zip(checkpoint_params(workdir, 12), checkpoint_params(tmp_path / "reference", 12),
                   strict=True):

@@ -39,9 +39,9 @@ def test_score_counts_recall_precision_per_height_and_ap():
   np.testing.assert_allclose(results["AP"], (1 + 1 + 0.75) / 3)
 
 
-def test_tiny_run_reports_recall_and_precision_and_eval_reproduces_it(tmp_path):
+def test_tiny_run_reports_recall_and_precision_and_eval_reproduces_it(tmp_path, synthcrowd_dir):
   args = ["--config=retinaface_synthcrowd:tiny", f"--workdir={tmp_path}/run",
-          f"--config.data.data_dir={tmp_path}/tfds"]
+          f"--config.data.data_dir={synthcrowd_dir}"]
   result = train_then_eval(*args)
   assert "| faces | detections | recall | precision | AP |" in result.stdout
   assert "| face height (px) | faces | recall | detections | precision |" in result.stdout

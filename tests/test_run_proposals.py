@@ -30,9 +30,9 @@ def test_score_frame_counts_found_right_and_face_weighted_hits():
 
 
 @pytest.mark.slow
-def test_tiny_run_scores_rpn_and_kmeans_and_eval_reproduces_it(tmp_path):
+def test_tiny_run_scores_rpn_and_kmeans_and_eval_reproduces_it(tmp_path, synthcrowd_dir):
   args = ["--config=rpn_synthcrowd:tiny", f"--workdir={tmp_path}/run",
-          f"--config.data.data_dir={tmp_path}/tfds"]
+          f"--config.data.data_dir={synthcrowd_dir}"]
   result = train_then_eval(*args)
   assert "| grouping | mAP@0.5 | mAP@[0.5:0.95] | recall | precision | boxes per frame |" in \
       result.stdout
@@ -46,7 +46,7 @@ def test_tiny_run_scores_rpn_and_kmeans_and_eval_reproduces_it(tmp_path):
   bundle.save(str(tmp_path / "model"), {**model.config, "rpn": {**block, "score_threshold": 0.0}},
               {**model.variables, "rpn": jax.device_get(state.variables)})
   totals = compare_groupings.compare(str(tmp_path / "model"), "synthcrowd/frames_tiny",
-                                     "validation", str(tmp_path / "tfds"), progress=False)
+                                     "validation", synthcrowd_dir, progress=False)
   assert list(totals) == ["annotated", "kmeans", "rpn"]
   assert len({t["groups"] for t in totals.values()}) == 1 and totals["rpn"]["groups"] > 0
   annotated = totals["annotated"]

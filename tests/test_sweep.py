@@ -138,9 +138,9 @@ def test_a_failed_run_is_reported_with_its_error_and_exit_code_1(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_of_four_tiny_runs_summarises_and_resumes(tmp_path):
+def test_a_sweep_of_four_tiny_runs_summarises_and_resumes(tmp_path, synthcrowd_dir):
   spec = ("optimizer.learning_rate=1e-3,3e-3;seed=0,1;num_steps=2;eval.every=2;"
-          f"data.data_dir={tmp_path}/tfds")
+          f"data.data_dir={synthcrowd_dir}")
   args = ["--config=emonet_synthcrowd:tiny", f"--sweep={spec}", f"--sweep_dir={tmp_path}/sweep",
           "--parallel=2"]
   first = _sweep(*args)
