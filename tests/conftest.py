@@ -1,6 +1,6 @@
-"""Test set-up: 8 forced CPU devices (multi-device code runs on CPU), float32 by default,
-malloc as emoflow's commands set it, a compilation cache the suite owns; fixtures several modules
-share."""
+"""Test set-up: 8 forced CPU devices (multi-device code runs on CPU), XLA's quickest compiles,
+float32 by default, malloc as emoflow's commands set it, a compilation cache the suite owns;
+fixtures several modules share."""
 
 import os
 
@@ -8,9 +8,13 @@ import pytest
 
 from emoflow import host_memory
 
-# Must happen before JAX initialises its backends.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+# Must happen before JAX initialises its backends. The tests' programs are tiny and compile far
+# longer than they run: LLVM's optimisation level 0 cuts the suite's compile time by about a
+# third (an XLA_FLAGS that sets a level keeps it).
+_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+if "--xla_backend_optimization_level" not in _XLA_FLAGS:
+  _XLA_FLAGS += " --xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (_XLA_FLAGS + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # JAX's persistent compilation cache, for this process and the commands the tests start: the
 # same tiny models compile once, not once per test (and not again in the next run of the suite).
@@ -18,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TEST_CACHE = os.environ.get("EMOFLOW_TEST_CACHE") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".test-cache")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(TEST_CACHE, "jax")
-os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 host_memory.keep_freed_memory()
 
 

@@ -45,17 +45,18 @@ def test_flow_fusion_in_chunks_equals_one_call_with_gradients(monkeypatch):
   mask = np.arange(5)[None] < rng.integers(1, 6, 10)[:, None]
   features = group_task.face_features(jnp.asarray(rng.normal(size=(10, 5, 6)), jnp.float32),
                                       jnp.asarray(mask))
-  variables = fusion.init(jax.random.key(0), features[:1], mask[:1])
+  variables = jax.jit(fusion.init)(jax.random.key(0), features[:1], mask[:1])
 
   def scores(params, chunk):
     monkeypatch.setattr(group_task, "CPU_FLOW_CHUNK", chunk)
     return fusion.class_scores({"params": params}, features, mask)[0]
 
-  def grad(chunk):
-    return jax.grad(lambda p: jnp.sum(scores(p, chunk) ** 2))(variables["params"])
+  def grad(chunk):  # jitted afresh: traced with this chunk
+    return jax.jit(jax.grad(lambda p: jnp.sum(scores(p, chunk) ** 2)))(variables["params"])
 
   # 0: one call; 4: the 10 groups as 4 + 4 + 2 (padded).
-  np.testing.assert_allclose(scores(variables["params"], 4), scores(variables["params"], 0),
+  jit_scores = jax.jit(scores, static_argnums=1)
+  np.testing.assert_allclose(jit_scores(variables["params"], 4), jit_scores(variables["params"], 0),
                              rtol=1e-5, atol=1e-5)
   for a, b in zip(jax.tree.leaves(grad(4)), jax.tree.leaves(grad(0))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

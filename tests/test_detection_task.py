@@ -16,7 +16,7 @@ def test_encode_inverts_decode():
   loc = rng.normal(0, 1, (2, len(anchors), 4)).astype(np.float32)
   landm = rng.normal(0, 1, (2, len(anchors), 10)).astype(np.float32)
   boxes, landmarks = detect.decode(loc, landm, anchors)
-  loc_back, landm_back = detection.encode(boxes, landmarks, anchors)
+  loc_back, landm_back = jax.jit(detection.encode)(boxes, landmarks, anchors)
   np.testing.assert_allclose(loc_back, loc, atol=2e-4)
   np.testing.assert_allclose(landm_back, landm, atol=2e-4)
 
@@ -60,7 +60,7 @@ def test_match_follows_the_public_loops(seed):
   gt_boxes[1] = gt_boxes[0] + 1  # two faces that may want the same best anchor
   gt_valid = rng.uniform(size=6) < 0.8
   gt_valid[0] = gt_valid[1] = True
-  index, positive = detection.match(gt_boxes, gt_valid, anchors)
+  index, positive = jax.jit(detection.match)(gt_boxes, gt_valid, anchors)
   ref_index, ref_positive = _reference_match(gt_boxes, gt_valid, anchors)
   np.testing.assert_array_equal(positive, ref_positive)
   np.testing.assert_array_equal(np.asarray(index)[ref_positive], ref_index[ref_positive])
@@ -71,7 +71,7 @@ def test_match_makes_a_face_best_anchor_positive_below_the_threshold():
   # [0, 0, 8, 8]: best IoU 0.25 (the 16-px anchor at (4, 4)); [40, 40, 46, 46]: best 36/256 < 0.2.
   gt_boxes = np.array([[0, 0, 8, 8], [40, 40, 46, 46], [0, 0, 0, 0]], np.float32)
   gt_valid = np.array([True, True, False])
-  index, positive = detection.match(gt_boxes, gt_valid, anchors)
+  index, positive = jax.jit(detection.match)(gt_boxes, gt_valid, anchors)
   claimed = np.asarray(index)[np.asarray(positive)]
   np.testing.assert_array_equal(claimed, [0])
   best = np.flatnonzero(positive)[0]
@@ -81,8 +81,8 @@ def test_match_makes_a_face_best_anchor_positive_below_the_threshold():
 
 
 def test_match_without_faces_has_no_positives():
-  _, positive = detection.match(np.zeros((3, 4), np.float32), np.zeros(3, bool),
-                                detect.make_anchors((64, 64)))
+  _, positive = jax.jit(detection.match)(np.zeros((3, 4), np.float32), np.zeros(3, bool),
+                                         detect.make_anchors((64, 64)))
   assert not np.any(positive)
 
 
@@ -93,7 +93,7 @@ def test_hard_negatives_take_the_worst_min_of_ratio_and_negatives(num_pos):
   loss = rng.integers(0, 20, num).astype(np.float32)  # ties too
   positive = np.zeros(num, bool)
   positive[rng.choice(num, num_pos, replace=False)] = True
-  negative = np.asarray(detection.hard_negatives(loss, positive))
+  negative = np.asarray(jax.jit(detection.hard_negatives)(loss, positive))
   assert negative.sum() == min(7 * num_pos, num - num_pos)
   assert not np.any(negative & positive)
   if 0 < negative.sum() < num - num_pos:
@@ -119,7 +119,7 @@ def _tiny_batch():
 def test_train_step_lowers_the_loss_on_a_tiny_batch():
   model = retinaface.RetinaFace("mobilenet0.25")
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))
-  state = TrainState.create(variables, optax.adam(1e-3))
+  state = jax.jit(lambda v: TrainState.create(v, optax.adam(1e-3)))(variables)
   step = jax.jit(detection.make_train_step(model))
   batch = _tiny_batch()
   losses = []

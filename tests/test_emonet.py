@@ -96,7 +96,7 @@ def test_narrower_shallower_net_matches_its_count_and_outputs_the_same_shapes():
   params = variables["params"]
   assert params["stem"]["kernel"].shape[-1] == 32 and params["head"]["kernel"].shape[-1] == 256
   assert sum(name.startswith("group1_") for name in params) == 2  # 4 blocks at depth 1
-  logits, emb = net.apply(variables, _faces(3))
+  logits, emb = jax.jit(net.apply)(variables, _faces(3))
   assert logits.shape == (3, 8) and emb.shape == (3, 64)
 
 
@@ -120,7 +120,7 @@ def test_train_updates_batch_stats_eval_is_deterministic(net_and_vars):
 
 def _check_against(ours, reference, x):
   """Same forward and same gradients (input, kernel) with shared params."""
-  params = ours.init(jax.random.key(2), x)
+  params = jax.jit(ours.init)(jax.random.key(2), x)
   weights = jax.random.normal(jax.random.key(3),
                               jax.eval_shape(ours.apply, params, x).shape,
                               x.dtype)
@@ -130,8 +130,8 @@ def _check_against(ours, reference, x):
                                  weights)
 
   np.testing.assert_allclose(
-      ours.apply(params, x),
-      reference.apply(params, x).reshape(weights.shape), rtol=1e-12,
+      jax.jit(ours.apply)(params, x),
+      jax.jit(reference.apply)(params, x).reshape(weights.shape), rtol=1e-12,
       atol=1e-12)
   got = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(params, x)
   want = jax.jit(jax.grad(loss(reference), argnums=(0, 1)))(params, x)
@@ -186,5 +186,5 @@ def test_depthwise_matches_lax_conv_in_float32():
     want = jax.lax.conv_general_dilated(
         x, k, (stride, stride), ((1, 1), (1, 1)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=8)
-    np.testing.assert_allclose(layers.depthwise3x3(x, k, stride), want,
-                               rtol=1e-5, atol=1e-5)
+    got = jax.jit(layers.depthwise3x3, static_argnums=2)(x, k, stride)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

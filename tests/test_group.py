@@ -135,7 +135,8 @@ def test_fine_tuned_fusion_is_the_fusion_on_emonet_embeddings_of_the_pixels(fusi
   _, embeddings = jax.jit(lambda v, x: EmoNet(num_classes=8, embed_dim=M).apply(v, x))(
       emonet_variables, individual.normalize_faces(batch["faces"].reshape(-1, 112, 112, 3)))
   embeddings = np.asarray(embeddings).reshape(2, N, M)
-  want = group.predict(fusion.fusion, fusion_variables, embeddings, batch["mask"])
+  want = jax.jit(lambda v, e, m: group.predict(fusion.fusion, v, e, m))(
+      fusion_variables, embeddings, batch["mask"])
   np.testing.assert_allclose(probs, want, atol=1e-5)
 
 
@@ -172,7 +173,8 @@ def test_evaluate_matches_sklearn_and_skips_padding():
     batches.append({**batch, "valid": valid})
   evaluate = group.make_evaluate(fusion, lambda: iter(batches), mesh)
   results = evaluate(parallel.replicate(state, mesh))
-  probs = group.predict(fusion, state.variables, examples["embeddings"], examples["mask"])
+  probs = jax.jit(lambda v, e, m: group.predict(fusion, v, e, m))(
+      state.variables, examples["embeddings"], examples["mask"])
   predictions, labels = np.argmax(probs, -1), examples["label"]
   assert results["mAC"] == pytest.approx(skm.accuracy_score(labels, predictions))
   assert results["UAR"] == pytest.approx(skm.balanced_accuracy_score(labels, predictions))
@@ -195,7 +197,8 @@ def test_evaluate_keeps_each_group_right_or_wrong_and_the_true_emotion_ceiling()
              for i in (0, 8)]
   evaluate = group.make_evaluate(fusion, lambda: iter(batches), mesh)
   results = evaluate(parallel.replicate(state, mesh))
-  probs = group.predict(fusion, state.variables, examples["embeddings"], examples["mask"])
+  probs = jax.jit(lambda v, e, m: group.predict(fusion, v, e, m))(
+      state.variables, examples["embeddings"], examples["mask"])
   np.testing.assert_array_equal(results["examples/label"], examples["label"])
   np.testing.assert_array_equal(results["examples/correct"],
                                 np.argmax(probs, -1) == examples["label"])
@@ -226,11 +229,12 @@ def test_fec_scores_are_the_same_in_unrolled_training_chunks_and_mapped_eval_chu
   fusion = group.make_fusion(_model_config("fec"))
   batch = _batch(3, size=3 * group.CPU_FLOW_CHUNK + 2)  # several chunks and a padded one
   variables = _state(fusion).variables
-  features = fusion.features(variables, batch["embeddings"], batch["mask"])
-  evaluated, _ = fusion.class_scores(variables, features, batch["mask"])
-  trained, _ = fusion.class_scores(variables, features, batch["mask"], train=True,
-                                   rng=jax.random.key(0))
-  single = [fusion.class_scores(variables, features[i:i + 1], batch["mask"][i:i + 1])[0]
+  features = jax.jit(fusion.features)(variables, batch["embeddings"], batch["mask"])
+  evaluate = jax.jit(fusion.class_scores)
+  evaluated, _ = evaluate(variables, features, batch["mask"])
+  trained, _ = jax.jit(lambda v, f, m, r: fusion.class_scores(v, f, m, train=True, rng=r))(
+      variables, features, batch["mask"], jax.random.key(0))
+  single = [evaluate(variables, features[i:i + 1], batch["mask"][i:i + 1])[0]
             for i in range(len(features))]
   np.testing.assert_allclose(evaluated, trained, rtol=1e-6, atol=1e-4)
   np.testing.assert_allclose(evaluated, np.concatenate(single), rtol=1e-5, atol=1e-3)

@@ -22,8 +22,9 @@ def test_weighted_cross_entropy_matches_a_plain_loop():
     log_p = z[y] - np.log(np.sum(np.exp(z)))
     num += m * weights[y] * -log_p
     den += m * weights[y]
-  got = individual.weighted_cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels),
-                                          jnp.asarray(weights, jnp.float32), jnp.asarray(mask))
+  got = jax.jit(individual.weighted_cross_entropy)(
+      jnp.asarray(logits, jnp.float32), jnp.asarray(labels), jnp.asarray(weights, jnp.float32),
+      jnp.asarray(mask))
   assert float(got) == pytest.approx(num / den, rel=1e-5)
 
 
@@ -56,10 +57,10 @@ def test_evaluation_report_buckets_by_face_size():
 def test_predict_in_chunks_equals_one_call(count):
   """Chunked inference (lax.map over 8 faces, the batch padded) gives one call's outputs."""
   net = EmoNet(num_classes=8, embed_dim=16, width=0.25, depth=0.5)
-  variables = net.init(jax.random.key(0), jnp.zeros((1, 112, 112, 3)))
+  variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 112, 112, 3)))
   faces = jnp.asarray(np.random.default_rng(count).integers(0, 256, (count, 112, 112, 3)),
                       jnp.uint8)
-  whole = individual.predict(net, variables, faces, chunk=0)
+  whole = jax.jit(lambda v, x: individual.predict(net, v, x, chunk=0))(variables, faces)
   chunked = jax.jit(lambda v, x: individual.predict(net, v, x, chunk=8))(variables, faces)
   for a, b in zip(whole, chunked):
     assert a.shape == b.shape

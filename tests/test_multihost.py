@@ -46,7 +46,8 @@ def _train_losses(workdir) -> np.ndarray:
 @pytest.mark.parametrize("config", ["emonet_synthcrowd:tiny", "retinaface_synthcrowd:tiny"])
 def test_two_processes_train_like_one(config, tmp_path):
   port, workdir = _free_port(), tmp_path / "two"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
+      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=4")}
   procs = [subprocess.Popen(
       [sys.executable, "-m", "experiments.run", *_tiny(config, tmp_path, workdir),
        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],

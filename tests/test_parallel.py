@@ -34,7 +34,8 @@ def _emonet(rng):
   model = EmoNet(num_classes=8, embed_dim=32, width=0.25, depth=0.25, dtype=jnp.float64)
   batch = {"image": rng.integers(0, 256, (B, 112, 112, 3), dtype=np.uint8),
            "label": rng.integers(0, 8, B).astype(np.int32)}
-  variables = model.init(jax.random.key(0), np.zeros((1, 112, 112, 3), np.float32), train=False)
+  variables = jax.jit(lambda r, x: model.init(r, x, train=False))(
+      jax.random.key(0), np.zeros((1, 112, 112, 3), np.float32))
   return individual.make_train_step(model, np.ones(8, np.float32)), variables, batch
 
 
@@ -46,7 +47,7 @@ def _nvpf(rng):
   mask[:, 0] = True
   batch = {"embeddings": rng.normal(size=(B, 5, 6)) * mask[..., None], "mask": mask,
            "label": rng.integers(0, 3, B).astype(np.int32)}
-  variables = fusion.init(jax.random.key(0), jnp.zeros((1, 5, 6)), jnp.ones((1, 5), bool))
+  variables = jax.jit(fusion.init)(jax.random.key(0), jnp.zeros((1, 5, 6)), jnp.ones((1, 5), bool))
   return group.make_train_step(fusion), variables, batch
 
 
@@ -63,7 +64,7 @@ def _tnvpf(rng):
            "frame_labels": np.where(frame_mask, rng.integers(0, 3, (B, t)), -1).astype(np.int32),
            "label": rng.integers(0, 3, B).astype(np.int32)}
   inputs = [batch[k][:1] for k in ("embeddings", "face_mask", "group_mask", "frame_mask")]
-  variables = fusion.init(jax.random.key(0), *inputs)
+  variables = jax.jit(fusion.init)(jax.random.key(0), *inputs)
   return video.make_train_step(fusion), variables, batch
 
 
@@ -86,7 +87,7 @@ def _retinaface(rng):
            "landmarks": np.repeat(centre[..., None, :], 5, -2).astype(np.float32),
            "has_landmarks": rng.random((B, 2)) < 0.5}
   batch["valid"][:, 0] = True
-  variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+  variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
   return detection.make_train_step(model), variables, batch
 
 
@@ -96,7 +97,7 @@ def _rpn(rng):
   boxes = _bright_boxes(rng, images, (0, 30), (10, 34), square=False)  # where the groups are
   batch = {"image": images, "group_boxes": boxes, "group_valid": rng.random((B, 2)) < 0.8}
   batch["group_valid"][:, 0] = True
-  variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+  variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
   return proposals.make_train_step(model, scales=(16.0, 32.0), ratios=(0.5, 1.0, 2.0),
                                    per_image=32), variables, batch
 

@@ -34,8 +34,8 @@ def test_anchors_count_order_areas_and_ratios():
 def test_network_outputs_line_up_with_the_anchors(size):
   model = rpn.RPN(num_anchors=6, width=0.125)
   images = jnp.zeros((2, *size, 3))
-  variables = model.init(jax.random.key(0), images)
-  logits, offsets = model.apply(variables, images)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
+  logits, offsets = jax.jit(model.apply)(variables, images)
   num = len(rpn.make_anchors(size, SCALES, RATIOS))
   assert logits.shape == (2, num, 2) and offsets.shape == (2, num, 4)
   trunk = variables["params"]["trunk"]
@@ -101,8 +101,9 @@ def test_proposals_match_numpy(seed):
   anchors = rpn.make_anchors(size, SCALES, RATIOS)
   logits = rng.normal(0, 2, (len(anchors), 2)).astype(np.float32)
   offsets = rng.normal(0, 0.5, (len(anchors), 4)).astype(np.float32)
-  boxes, scores, valid = rpn.proposals(logits, offsets, anchors, size, score_threshold=0.3,
-                                       nms_threshold=0.5, max_proposals=20, min_size=4.0)
+  boxes, scores, valid = jax.jit(lambda lg, off: rpn.proposals(
+      lg, off, anchors, size, score_threshold=0.3, nms_threshold=0.5, max_proposals=20,
+      min_size=4.0))(logits, offsets)
   want_boxes, want_scores = _numpy_proposals(logits, offsets, anchors, size, 0.3, 0.5, 20, 4.0)
   n = len(want_boxes)
   assert valid.tolist() == [True] * n + [False] * (20 - n)
@@ -130,7 +131,7 @@ def test_anchor_labels_match_a_loop():
   anchors = rpn.make_anchors((96, 128), (16.0, 40.0), RATIOS)
   gt = np.float32([[10, 10, 50, 40], [60, 50, 120, 90], [100, 5, 110, 12]])
   padded = np.concatenate([gt, np.float32([[0, 0, 128, 96]])])  # a padding row, ignored
-  index, label = proposals.label_anchors(padded, np.array([True] * 3 + [False]), anchors)
+  index, label = jax.jit(proposals.label_anchors)(padded, np.array([True] * 3 + [False]), anchors)
   want_labels, want_index = _reference_labels(gt.astype(np.float64), anchors.astype(np.float64))
   np.testing.assert_array_equal(label, want_labels)
   positive = want_labels == 1
@@ -157,9 +158,9 @@ def test_loss_is_cross_entropy_and_smooth_l1_over_the_sampled_anchors():
   logits = rng.normal(size=(1, len(anchors), 2)).astype(np.float32)
   offsets = rng.normal(0, 0.3, (1, len(anchors), 4)).astype(np.float32)
   gt, valid = np.float32([[[10, 10, 50, 40], [0, 0, 0, 0]]]), np.array([[True, False]])
-  terms = proposals.rpn_loss(logits, offsets, anchors, gt, valid, jax.random.key(3))
-  _, label = proposals.label_anchors(gt[0], valid[0], anchors)
-  pos, neg = proposals.sample_anchors(label, jax.random.split(jax.random.key(3), 1)[0])
+  terms = jax.jit(proposals.rpn_loss)(logits, offsets, anchors, gt, valid, jax.random.key(3))
+  _, label = jax.jit(proposals.label_anchors)(gt[0], valid[0], anchors)
+  pos, neg = jax.jit(proposals.sample_anchors)(label, jax.random.split(jax.random.key(3), 1)[0])
   pos, neg = np.asarray(pos), np.asarray(neg)
   n = pos.sum() + neg.sum()
   log_p = logits[0] - np.log(np.exp(logits[0]).sum(1, keepdims=True))
@@ -179,7 +180,7 @@ def test_a_tiny_rpn_learns_to_propose_a_box():
   image = np.zeros((1, *size, 3), np.uint8)
   image[0, 20:52, 16:44] = 255
   model = rpn.RPN(num_anchors=6, width=0.125)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, *size, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *size, 3)))
   config = ml_collections.ConfigDict({"name": "adam", "learning_rate": 3e-3,
                                       "schedule": "constant"})
   state = TrainState.create(variables, optimizer.make_optimizer(config, 60))
@@ -196,7 +197,7 @@ def test_a_tiny_rpn_learns_to_propose_a_box():
 
 def test_proposer_returns_frame_pixels_at_any_input_scale():
   model = rpn.RPN(num_anchors=6, width=0.125)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   frames = np.random.default_rng(0).integers(0, 256, (2, 96, 160, 3), np.uint8)
   full = rpn.GroupProposer(model, variables, scales=SCALES, ratios=RATIOS, score_threshold=0.0,
                            max_proposals=8)

@@ -141,7 +141,7 @@ def test_evaluate_matches_sklearn_for_both_readouts_and_the_frames():
   state = TrainState.create(variables, optimizer.make_optimizer(ml_collections.ConfigDict(
       {"name": "adam", "learning_rate": 1e-2}), 1))
   results = video.make_evaluate(fusion, lambda: iter(batches), mesh)(parallel.replicate(state, mesh))
-  probs = video.predict(fusion, variables, *_inputs(examples))
+  probs = jax.jit(lambda v, *x: video.predict(fusion, v, *x))(variables, *_inputs(examples))
   labelled = examples["frame_mask"] & (examples["frame_labels"] >= 0)
   cases = {"": (examples["label"], np.argmax(probs["last"], -1)),
            "mean/": (examples["label"], np.argmax(probs["mean"], -1)),

@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_steps = 6
     c.log_every = 2
     c.batch_size = 16
-    c.eval.every = 3
+    c.eval.every = 6  # one evaluation and checkpoint, at the end
     c.eval.batch_size = 64
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of emonet_synthcrowd; known: tiny")

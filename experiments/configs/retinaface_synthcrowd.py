@@ -76,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.input_scale = 0.25
     c.num_steps = 4
     c.log_every = 2
-    c.eval.every = 2
+    c.eval.every = 4  # one evaluation and checkpoint, at the end
     c.eval.batch_size = 8
     c.eval.max_detections = 32
   elif arg:

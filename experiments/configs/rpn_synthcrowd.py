@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.scales = (8.0, 20.0, 50.0)
     c.num_steps = 4
     c.log_every = 2
-    c.eval.every = 2
+    c.eval.every = 4  # one evaluation and checkpoint, at the end
     c.eval.batch_size = 8
     c.eval.min_size = 1.0
   elif arg:

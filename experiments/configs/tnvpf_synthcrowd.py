@@ -72,7 +72,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.batch_size = 4
   c.num_steps = 4
   c.log_every = 2
-  c.eval.every = 2
+  c.eval.every = 4  # one evaluation and checkpoint, at the end
   c.eval.batch_size = 4
   c.eval.num_frames = 6
   c.features.batch_size = 16
