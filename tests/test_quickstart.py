@@ -61,7 +61,7 @@ def test_tiny_quickstart_prints_three_tables_labels_a_video_and_skips_finished_s
   workdir = tmp_path / "run"
   args = ("--config=quickstart:tiny", f"--workdir={workdir}",
           f"--config.data.data_dir={tmp_path / 'tfds'}")
-  first = run_experiment(*args, timeout=900)
+  first = run_experiment(*args)
   assert first.returncode == 0, first.stderr[-3000:]
   out = first.stdout
   assert "| network | parameters | size (float32) | MACs per face | mAC | UAR | F1 |" in out
@@ -80,7 +80,7 @@ def test_tiny_quickstart_prints_three_tables_labels_a_video_and_skips_finished_s
   tables = lambda: (workdir / "results.md").read_text().split("| stage | seconds")[0].rstrip()
   first_tables = tables()
 
-  again = run_experiment(*args, timeout=900)
+  again = run_experiment(*args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("finished earlier, skipped") == 8
   assert "| stage | seconds" not in again.stdout  # nothing ran
