@@ -30,16 +30,12 @@ def _assert_is_help(text):
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["--config=quickstart", "--help"],
                                   ["--config=nope", "-h"]])
-def test_help_prints_usage_configs_and_flags(args, monkeypatch, capsys):
+def test_help_prints_usage_configs_and_flags(args):
   """Help comes before --config is resolved (it is not needed) and nothing runs."""
-  from experiments import run  # noqa: PLC0415 - defines the command's flags in this process
-  monkeypatch.setattr(sys, "argv", ["run.py", *args])
-  with pytest.raises(SystemExit) as exit_:
-    run.entry()
-  assert exit_.value.code == 0
-  out, err = capsys.readouterr()
-  _assert_is_help(out)
-  assert err == ""
+  result = run_experiment(*args)
+  assert result.returncode == 0
+  _assert_is_help(result.stdout)
+  assert result.stderr == ""
 
 
 def test_help_as_a_user_types_it():
