@@ -14,7 +14,9 @@
                                       {"name": "mtcnn", thresholds, ...}, if any,
                           "rpn": {width, dtype, scales, ratios, input_scale,
                                   score_threshold, nms_threshold, max_proposals,
-                                  min_size} of a trained group proposal network, if any,
+                                  min_size, frame_size: [width, height] of its training
+                                  frames, where known} of a trained group proposal
+                                  network, if any,
                           "sources": {stage: {"workdir", "step"}}}
     DIR/weights.msgpack  {"emonet": Flax variables, "group": ..., "video": ..., "detector": ...,
                           "rpn": ...}

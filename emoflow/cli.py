@@ -3,8 +3,8 @@
   emoflow predict VIDEO --model DIR|starter [--out DIR]
                   [--detector auto|annotations|yunet|retinaface|mtcnn]
                   [--annotations JSON] [--yunet-model ONNX] [--retinaface-weights PTH]
-                  [--detector-scale S] [--grouping kmeans|rpn]
-                  [--fps F] [--batch-frames N]
+                  [--detector-scale S] [--grouping kmeans|rpn] [--rpn-scale S]
+                  [--fps F] [--batch-frames N] [--compile-cache DIR|off]
                   [--max-faces K] [--device cpu|gpu] [--no-video] [--quiet] [--debug]
 
 writes, into --out (default: VIDEO's name without extension + "_emoflow"):
@@ -28,7 +28,12 @@ the video. Groupings: `kmeans` (default) clusters each frame's faces by
 their centres; `rpn` runs the model directory's group proposal network
 (`export_model --rpn=RUN`) and puts each face in the proposal covering most
 of it, k-means for the faces none covers (vision.grouping.group_by_proposals).
+The RPN sees the frames resized so their short side meets its training
+frames' (emoflow.vision.rpn.frame_scale), or by --rpn-scale.
 `mtcnn` runs MTCNN with the `mtcnn` package's weights (emoflow.vision.mtcnn).
+Compiled programs are kept between runs (emoflow.compile_cache: in
+emoflow's cache, or --compile-cache DIR, or $EMOFLOW_COMPILE_CACHE; "off"
+keeps none), so a second video of the same size starts without compiling.
 `--model starter` is the model that needs no training (emoflow.starter:
 MTCNN, a FER2013 face-emotion model, the valence average of a group's faces,
 the mean of the frames), built into the cache on first use.
@@ -74,11 +79,15 @@ def _parser() -> argparse.ArgumentParser:
   predict.add_argument("--grouping", default="kmeans", choices=("kmeans", "rpn"),
                        help="how faces form groups: k-means over face centres, or the model "
                        "directory's group proposal network (RPN)")
+  predict.add_argument("--rpn-scale", type=float, help="the RPN sees the frames resized by this "
+                       "(default: their short side to its training frames')")
   predict.add_argument("--fps", type=float, help="frames per second to analyse (default: the "
                        "rate the model's video stage was trained on, else every frame)")
   predict.add_argument("--batch-frames", type=int, default=8, help="frames per batch")
   predict.add_argument("--max-faces", type=int, default=256, help="faces kept per frame")
   predict.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform (default: best)")
+  predict.add_argument("--compile-cache", help="directory that keeps compiled programs between "
+                       "runs, or `off` (default: $EMOFLOW_COMPILE_CACHE, else emoflow's cache)")
   predict.add_argument("--no-video", action="store_true", help="skip annotated.mp4")
   predict.add_argument("--quiet", action="store_true", help="no progress bars")
   predict.add_argument("--debug", action="store_true", help="show the traceback of a mistake")
@@ -153,7 +162,11 @@ def make_detector(args, model):
 
 
 def write_annotated_video(video_path: str, doc: dict, path: str, progress: bool) -> None:
-  """Every input frame with the latest sampled frame's predictions drawn on it (module docstring)."""
+  """Every input frame with the latest sampled frame's predictions drawn on it (module docstring).
+
+  A sampled frame's drawing is laid out once (draw's *_ops) and drawn on each of its input frames.
+  Decoding, drawing and encoding overlap in three threads (OpenCV and NumPy release the GIL).
+  """
   import tqdm  # noqa: PLC0415
   from emoflow.vision import draw, video  # noqa: PLC0415
   frames = doc["frames"]
@@ -161,37 +174,48 @@ def write_annotated_video(video_path: str, doc: dict, path: str, progress: bool)
   total = max(doc["num_frames"], 1)
   ends = sampled[1:] + [total]
   segments = [(f["index"] / total, end / total, f["label"]) for f, end in zip(frames, ends)]
+
+  def overlay(frame: dict, shape) -> list:
+    """The steps drawing a sampled frame's faces, groups, hulls and label on an image of `shape`."""
+    boxes, labels = [f["box"] for f in frame["faces"]], [g["label"] for g in frame["groups"]]
+    return (draw.annotation_ops(shape, boxes, [f["emotion"] for f in frame["faces"]],
+                                [g["box"] for g in frame["groups"]], labels, frame["label"])
+            + draw.hull_ops(boxes, [g["faces"] for g in frame["groups"]], labels))
+
+  def annotated():
+    """The input frames in order, each with its drawing on it (in place)."""
+    laid_out = None  # the sampled frame whose steps `ops` holds
+    for index, image in video.prefetch(video.read_frames(video_path)):
+      at = bisect.bisect_right(sampled, index) - 1  # -1: before the first sampled frame
+      if at != laid_out:
+        laid_out, ops = at, ((overlay(frames[at], image.shape) if at >= 0 else [])
+                             + draw.label_strip_ops(image.shape[1], segments))
+      yield draw.apply(image, ops + draw.cursor_ops(image.shape[1], index / total))
+
   with video.write_video(path, doc["fps"] or 25.0, (doc["width"], doc["height"])) as write:
-    for index, image in tqdm.tqdm(video.read_frames(video_path), total=doc["num_frames"],
-                                  desc="annotated video", unit="frame", disable=not progress):
-      at = bisect.bisect_right(sampled, index) - 1
-      if at >= 0:
-        frame = frames[at]
-        image = draw.draw_annotations(
-            image, [f["box"] for f in frame["faces"]], [f["emotion"] for f in frame["faces"]],
-            [g["box"] for g in frame["groups"]], [g["label"] for g in frame["groups"]],
-            frame_label=frame["label"])
-        draw.draw_group_hulls(image, [f["box"] for f in frame["faces"]],
-                              [g["faces"] for g in frame["groups"]],
-                              [g["label"] for g in frame["groups"]])
-      write(draw.draw_label_strip(image, segments, index / total))
+    for image in tqdm.tqdm(video.prefetch(annotated()), total=doc["num_frames"],
+                           desc="annotated video", unit="frame", disable=not progress):
+      write(image)
 
 
 def predict(args) -> None:
   import jax  # noqa: PLC0415 - the platform must be chosen before JAX starts a backend
   if args.device:
     jax.config.update("jax_platforms", {"gpu": "cuda"}.get(args.device, args.device))
-  from emoflow import bundle, pipeline, starter  # noqa: PLC0415
+  from emoflow import bundle, compile_cache, pipeline, starter  # noqa: PLC0415
   from emoflow.fileio import atomic_open  # noqa: PLC0415
   from emoflow.vision import timeline, video  # noqa: PLC0415
   if args.batch_frames < 1 or args.max_faces < 1:
     raise ValueError("--batch-frames and --max-faces must be at least 1")
-  if args.detector_scale is not None and args.detector_scale <= 0:
-    raise ValueError(f"--detector-scale must be positive, got {args.detector_scale}")
+  for flag in ("detector_scale", "rpn_scale"):
+    if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+      raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+  compile_cache.enable(args.compile_cache)
   model = bundle.load(starter.resolve(args.model))
   pipeline.check_model(model.config)  # before the detector: a mislabelling model stops first
   video.probe(args.video)  # a missing, empty or unreadable file: one line before any work
-  runner = pipeline.Pipeline(model, make_detector(args, model), grouping=args.grouping)
+  runner = pipeline.Pipeline(model, make_detector(args, model), grouping=args.grouping,
+                             rpn_scale=args.rpn_scale)
   doc = runner.run(args.video, sampling_fps=args.fps, batch_frames=args.batch_frames,
                    progress=not args.quiet)
   out = args.out or os.path.splitext(args.video)[0] + "_emoflow"

@@ -7,15 +7,17 @@ functions the tasks evaluate with:
 1. frames are read in batches of `batch_frames`, every frame or the frames
    nearest to `sampling_fps` (default: the rate the video model was trained
    on, from the bundle);
-2. the detector gives boxes and 5 landmarks per face; faces are aligned on
-   the device (align.warp_faces) and the face model gives each its emotion
-   and embedding: EmoNet, or the starter's FER2013 mini-Xception
-   (`emonet.architecture` "mini_xception" in model.json: its embedding is
-   its 7 logits, emoflow.starter);
+2. the detector gives boxes and 5 landmarks per face (1 and 2 run in a
+   reader thread, READ_AHEAD batches ahead of the rest); faces are aligned
+   on the device (align.warp_faces) and the face model gives each its
+   emotion and embedding, FACE_BLOCK faces a call: EmoNet, or the starter's
+   FER2013 mini-Xception (`emonet.architecture` "mini_xception" in
+   model.json: its embedding is its 7 logits, emoflow.starter);
 3. faces are grouped per frame (`grouping`): "kmeans" by k-means over
    their centres (vision.grouping.group_faces), "rpn" by the bundle's group
-   proposal network (vision.rpn) and vision.grouping.group_by_proposals'
-   rule; a group's faces fill the fusion's N slots largest first (the
+   proposal network (vision.rpn, at `rpn_scale` or the scale
+   rpn.frame_scale picks for the frame size) and
+   vision.grouping.group_by_proposals' rule; a group's faces fill the fusion's N slots largest first (the
    records' order), and the group fusion labels each group (the untrained
    "valence" fusion reads the faces' emotion probabilities, the others their
    embeddings);
@@ -63,6 +65,13 @@ FACE_MODELS = ("emonet", "mini_xception")  # model.json's emonet.architecture
 MEAN_OF_FRAMES = "mean_of_frames"  # model.json's video.fusion with no temporal model (module doc)
 
 
+# Faces per alignment and face-model call: the calls' fixed shape (pipeline._faces). On 2 CPU cores
+# EmoNet runs at the same faces/s at 32 as at 256 a call (benchmarks/pipeline_throughput.py), and a
+# block this small wastes little on padding.
+FACE_BLOCK = 32
+READ_AHEAD = 2  # batches decoded and detected ahead of the face model (Pipeline.run)
+
+
 def _bucket(n: int, smallest: int = 16) -> int:
   """n rounded up to a power of two (at least `smallest`): few distinct shapes, few compiles."""
   return max(smallest, 1 << max(n - 1, 0).bit_length())
@@ -102,32 +111,41 @@ class FrameResult:
   tracks: np.ndarray | None = None  # [n]
 
 
-def _bundled_proposer(model: bundle_lib.Bundle) -> rpn.GroupProposer:
+def _bundled_proposer(model: bundle_lib.Bundle, input_scale: float) -> rpn.GroupProposer:
   """The group proposal network stored in a model directory, at its run's thresholds."""
   block = model.config.get("rpn")
-  if block is None:
-    raise ValueError("the model directory holds no group proposal network; add one with "
-                     "`experiments.export_model --rpn=RUN` or use --grouping kmeans")
   network = rpn.RPN(num_anchors=len(block["scales"]) * len(block["ratios"]),
                     width=block["width"], dtype=jnp.dtype(block["dtype"]))
   return rpn.GroupProposer(network, model.variables["rpn"], scales=block["scales"],
-                           ratios=block["ratios"], input_scale=block["input_scale"],
+                           ratios=block["ratios"], input_scale=input_scale,
                            score_threshold=block["score_threshold"],
                            nms_threshold=block["nms_threshold"],
                            max_proposals=block["max_proposals"], min_size=block["min_size"])
 
 
-def _make_grouping(model: bundle_lib.Bundle, name: str, k_max: int):
-  """grouping(frames, boxes [F, K, 4], valid [F, K]) -> Groups per frame, for `name` in GROUPINGS."""
+def _make_grouping(model: bundle_lib.Bundle, name: str, k_max: int, rpn_scale: float | None):
+  """grouping(frames, boxes [F, K, 4], valid [F, K]) -> Groups per frame, for `name` in GROUPINGS.
+
+  The RPN runs at `rpn_scale`, else at the scale rpn.frame_scale picks for the frames' size.
+  """
   if name == "kmeans":
     kmeans = jax.jit(jax.vmap(functools.partial(grouping.group_faces, k_max=k_max)))
     return lambda frames, boxes, valid: kmeans(boxes, valid)
   if name == "rpn":
-    proposer = _bundled_proposer(model)
+    block = model.config.get("rpn")
+    if block is None:
+      raise ValueError("the model directory holds no group proposal network; add one with "
+                       "`experiments.export_model --rpn=RUN` or use --grouping kmeans")
+    if rpn_scale is not None and rpn_scale <= 0:
+      raise ValueError(f"the RPN's input scale must be positive, got {rpn_scale}")
+    proposers = {}  # per frame size
     by_proposals = jax.jit(jax.vmap(functools.partial(grouping.group_by_proposals, k_max=k_max)))
 
     def group(frames, boxes, valid):
-      proposal_boxes, _, proposal_valid = proposer(frames)
+      size = frames.shape[1:3]
+      if size not in proposers:
+        proposers[size] = _bundled_proposer(model, rpn_scale or rpn.frame_scale(block, *size))
+      proposal_boxes, _, proposal_valid = proposers[size](frames)
       return by_proposals(boxes, valid, proposal_boxes, proposal_valid)
     return group
   raise ValueError(f"unknown grouping {name!r}; known: {', '.join(GROUPINGS)}")
@@ -192,7 +210,7 @@ class Pipeline:
   """Every stage of a model directory, jitted once per input shape."""
 
   def __init__(self, model: bundle_lib.Bundle, detector, *, k_max: int = 10,
-               grouping: str = "kmeans"):
+               grouping: str = "kmeans", rpn_scale: float | None = None):
     check_model(model.config)
     self.model, self.detector = model, detector
     face_predict, self.embed_dim = face_model(model.config)
@@ -208,30 +226,43 @@ class Pipeline:
     self.sampling_fps = model.config.get("sampling_fps")
     self._emonet = jax.jit(face_predict)
     self._group = jax.jit(functools.partial(group_task.predict, self.group_fusion))
-    self._grouping = _make_grouping(model, grouping, k_max)
+    self._grouping = _make_grouping(model, grouping, k_max, rpn_scale)
     self._warp = jax.jit(align.warp_faces)
     self._temporal = (None if self.temporal is None
                       else jax.jit(functools.partial(video_task.predict, self.temporal)))
     self.timings = defaultdict(float)  # seconds per stage, over every run()
 
   def _timed(self, stage: str, fn, *args):
+    """fn(*args) with its wall time, to its results' completion, added to the stage's."""
     start = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     self.timings[stage] += time.perf_counter() - start
     return out
 
-  def _faces(self, frames: np.ndarray, detections):
-    """Aligned faces of the valid detections -> (frame of each, probs [n, 8], embeddings [n, M])."""
-    frame_of, slot = np.nonzero(np.asarray(detections.valid))
+  def _faces(self, frames: np.ndarray, detections, count: int):
+    """Aligned faces of the valid detections in the first `count` frames -> (frame of each,
+    probs [n, 8], embeddings [n, M]).
+
+    The faces go through alignment and the face model FACE_BLOCK at a time,
+    the last block padded: one program per stage for any face count, and at
+    most FACE_BLOCK - 1 faces of wasted work per batch of frames.
+    """
+    frame_of, slot = np.nonzero(np.asarray(detections.valid)[:count])
     n = len(frame_of)
     if n == 0:
       return frame_of, slot, np.zeros((0, len(EMOTIONS))), np.zeros((0, self.embed_dim))
-    size = _bucket(n)
+    size = -(-n // FACE_BLOCK) * FACE_BLOCK
+    blocks = [slice(start, start + FACE_BLOCK) for start in range(0, size, FACE_BLOCK)]
+    frame_of_padded = _pad(frame_of.astype(np.int32), size)
     landmarks = _pad(np.asarray(detections.landmarks)[frame_of, slot], size)
-    faces = self._timed("align", self._warp, frames, _pad(frame_of.astype(np.int32), size),
-                        landmarks)
-    probs, embeddings = self._timed("emonet", self._emonet, self.model.variables["emonet"], faces)
-    return frame_of, slot, np.asarray(probs)[:n], np.asarray(embeddings)[:n]
+    frames = jax.device_put(frames)
+    faces = self._timed("align", lambda: [self._warp(frames, frame_of_padded[b], landmarks[b])
+                                          for b in blocks])
+    variables = self.model.variables["emonet"]
+    outputs = self._timed("emonet", lambda: [self._emonet(variables, f) for f in faces])
+    probs, embeddings = (np.concatenate([np.asarray(out[k]) for out in outputs])[:n]
+                         for k in range(2))
+    return frame_of, slot, probs, embeddings
 
   def slots(self, members: np.ndarray, boxes: np.ndarray) -> list:
     """A group's faces in slot order: largest first, ties by the left edge (the records' order)."""
@@ -248,14 +279,23 @@ class Pipeline:
       mask[g, :len(kept)] = True
     return out, mask
 
-  def analyse(self, indices, frames: np.ndarray) -> list[FrameResult]:
-    """The per-frame stages (detect .. group fusion) for a batch of sampled frames."""
-    detections = self._timed("detect", self.detector, frames, list(indices))
-    frame_of, slot, probs, embeddings = self._faces(frames, detections)
+  def detect(self, indices, frames: np.ndarray):
+    """The detector's faces of a batch of frames, on the host."""
+    return jax.device_get(self._timed("detect", self.detector, frames, list(indices)))
+
+  def analyse(self, indices, frames: np.ndarray, detections=None,
+              count: int | None = None) -> list[FrameResult]:
+    """The per-frame stages (detect .. group fusion) for a batch of sampled frames; `detections`
+    when the batch was detected already (run's reader thread). Only the first `count` frames
+    (default all) are analysed: the others pad a short batch to the programs' shape."""
+    count = len(indices) if count is None else count
+    if detections is None:
+      detections = self.detect(indices, frames)
+    frame_of, slot, probs, embeddings = self._faces(frames, detections, count)
     groups = self._timed("group", self._grouping, frames, detections.boxes, detections.valid)
     face_group = np.asarray(groups.face_group)
     results = []
-    for f, index in enumerate(indices):
+    for f, index in enumerate(indices[:count]):
       mine = np.flatnonzero(frame_of == f)
       boxes = np.asarray(detections.boxes)[f, slot[mine]]
       ids = face_group[f, slot[mine]]
@@ -314,27 +354,48 @@ class Pipeline:
     return {"frame": np.asarray(probs["frame"])[0, :len(results)],
             "last": np.asarray(probs["last"])[0], "mean": np.asarray(probs["mean"])[0]}
 
+  def _detected_batches(self, path: str, indices, batch_frames: int):
+    """(count, indices, frames, detections) per batch: decoded and detected ahead of the caller in
+    a reader thread (video.prefetch), so both overlap the face model's work. The last batch is
+    padded to a full one (its first `count` frames are real) to reuse the full batches' programs."""
+    def batches():
+      reader = video_io.read_batches(path, indices, batch_frames)
+      while True:
+        start = time.perf_counter()
+        batch = next(reader, None)
+        self.timings["decode"] += time.perf_counter() - start
+        if batch is None:
+          return
+        yield batch
+
+    for batch_number, (batch_indices, frames) in enumerate(batches()):
+      count = len(batch_indices)
+      if batch_number and count < batch_frames:
+        batch_indices, frames = (_repeat_last(batch_indices, batch_frames),
+                                 _repeat_last(frames, batch_frames))
+      yield count, batch_indices, frames, self.detect(batch_indices, frames)
+
   def run(self, path: str, *, sampling_fps: float | None = None, batch_frames: int = 8,
-          progress: bool = True) -> dict:
-    """Predictions for the video at `path` (module docstring), as a JSON-ready dict."""
+          progress: bool = True, read_ahead: int = READ_AHEAD) -> dict:
+    """Predictions for the video at `path` (module docstring), as a JSON-ready dict.
+
+    self.timings gains each stage's seconds. Decode and detect run in a reader thread
+    `read_ahead` batches ahead, beside the other stages (which then share the cores with them,
+    and the stages may add up to more than the wall time); 0 runs them in line.
+    """
     info = video_io.probe(path)
     fps = sampling_fps or self.sampling_fps
     indices = video_io.sample_indices(info.num_frames, info.fps, fps)
     results, tracker = [], tracks.Tracker()
     bar = tqdm.tqdm(total=len(indices), desc="frames", unit="frame", disable=not progress)
-    start = time.perf_counter()
-    for batch_number, (batch_indices, frames) in enumerate(
-        video_io.read_batches(path, indices, batch_frames)):
-      self.timings["decode"] += time.perf_counter() - start
-      count = len(batch_indices)
-      if batch_number and count < batch_frames:  # the last batch reuses the full batches' programs
-        batch_indices, frames = _repeat_last(batch_indices, batch_frames), _repeat_last(
-            frames, batch_frames)
-      for r in self.analyse(batch_indices, frames)[:count]:
+    batches = self._detected_batches(path, indices, batch_frames)
+    if read_ahead:
+      batches = video_io.prefetch(batches, depth=read_ahead)
+    for count, batch_indices, frames, detections in batches:
+      for r in self.analyse(batch_indices, frames, detections, count):
         r.tracks = tracker.update(r.boxes, r.embeddings)
         results.append(r)
       bar.update(count)
-      start = time.perf_counter()
     bar.close()
     return document(path, info, results, self.temporal_probs(results), self.model.config,
                     sampled_fps=fps)

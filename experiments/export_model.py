@@ -6,15 +6,16 @@
 Takes each run's best checkpoint (else its latest): the EmoNet of an
 individual run, the fusion of a group run (trained on cached features) and,
 optionally, the temporal model of a video run and the RetinaFace of a
-detection run (with its input scale and thresholds, so `emoflow predict`
-finds faces with no download) and the group proposal network of a proposals
-run (for `emoflow predict --grouping rpn`), and writes DIR/model.json +
-DIR/weights.msgpack (emoflow.bundle). The group and video runs must read the
-same EmoNet's features (their features.emonet_workdir is checked against
---emonet). model.json also records the EmoNet's label vocabulary (its
-dataset's class names) and the preprocessing (RGB, crop size, alignment
-template), which `emoflow predict` checks against its own. A user mistake ends
-with one line on stderr and exit code 2.
+detection run (with its input scale and thresholds, so `emoflow predict` finds
+faces with no download) and the group proposal network of a proposals run (for
+`emoflow predict --grouping rpn`, with the size of the frames it trained on
+where its dataset fixes one: SynthCrowd's, not GECV's), and writes
+DIR/model.json + DIR/weights.msgpack (emoflow.bundle). The group and video
+runs must read the same EmoNet's features (their features.emonet_workdir is
+checked against --emonet). model.json also records the EmoNet's label
+vocabulary (its dataset's class names) and the preprocessing (RGB, crop size,
+alignment template), which `emoflow predict` checks against its own. A user
+mistake ends with one line on stderr and exit code 2.
 """
 
 import os
@@ -98,8 +99,21 @@ def _detector(workdir: str, mesh) -> tuple[dict, TrainState, int]:
   return block, state, step
 
 
+def training_frame_size(config) -> list[int] | None:
+  """[width, height] of the frames a proposals run trained on (before data.input_scale), where its
+  dataset config fixes one: SynthCrowd's frames configs render every frame at their
+  CrowdDifficulty's size. None where frames keep their sources' sizes (GECV's group_frames:
+  each video's own), which no config says."""
+  builder = loaders.make_builder(config.data.name, config.data.config, config.data.data_dir)
+  crowd = getattr(builder.builder_config, "crowd", None)
+  if getattr(builder.builder_config, "kind", None) != "frames" or crowd is None:
+    return None
+  return [int(crowd.size[0]), int(crowd.size[1])]
+
+
 def _rpn(workdir: str, mesh) -> tuple[dict, TrainState, int]:
-  """(model.json block, state, step) of a proposals run: how emoflow.pipeline rebuilds it."""
+  """(model.json block, state, step) of a proposals run: how emoflow.pipeline rebuilds it; its
+  "frame_size" (training_frame_size) only where the run's dataset fixes one."""
   config, state, step = _restore(workdir, "proposals", proposals, mesh)
   block = {"width": config.model.width, "dtype": config.model.dtype,
            "scales": list(config.model.scales), "ratios": list(config.model.ratios),
@@ -107,6 +121,9 @@ def _rpn(workdir: str, mesh) -> tuple[dict, TrainState, int]:
            "score_threshold": config.eval.score_threshold,
            "nms_threshold": config.eval.nms_threshold,
            "max_proposals": config.eval.max_proposals, "min_size": config.eval.min_size}
+  frame_size = training_frame_size(config)
+  if frame_size is not None:
+    block["frame_size"] = frame_size
   return block, state, step
 
 

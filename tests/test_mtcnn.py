@@ -1,10 +1,11 @@
 """MTCNN in Flax: the networks against a numpy restatement of the Keras models, and detection on real photos.
 
 The photos: skimage's astronaut and camera, matplotlib's Grace Hopper (its
-top 512 rows, so that every image here is 512 x 512 and the detector
-compiles once); their pinned boxes were checked by eye on drawn-over
-images. The composed image pastes those faces at 30-200 px onto a brick
-texture.
+top 512 rows, so that the photos share one shape and the module's detector
+compiles its first stage once); their pinned boxes were checked by eye on
+drawn-over images. The composed images paste those faces at 28-200 px onto
+a brick texture (512 x 512, and 224 x 224 where packed crops are checked
+against every slot).
 """
 
 import importlib.util
@@ -18,7 +19,7 @@ import pytest
 import skimage.data
 
 from data_pipelines import real_photos
-from emoflow.vision import detect, mtcnn
+from emoflow.vision import detect, mtcnn, resampling
 
 # --- the networks, restated in numpy from the Keras definitions -------------------------
 
@@ -177,11 +178,12 @@ def test_box_helpers():
 
 def test_crop_samples_bilinearly_with_black_outside():
   image = np.arange(4 * 6 * 1, dtype=np.float32).reshape(4, 6, 1)
+  images = np.stack([image + 100, image])  # the boxes below crop frame 1
   # A box of whole pixels at the crop's own size reads the pixels back.
-  np.testing.assert_allclose(mtcnn.crop(image, np.array([[1.0, 0.0, 4.0, 3.0]]), 3)[0],
+  np.testing.assert_allclose(mtcnn.crop(images, np.array([1]), np.array([[1.0, 0.0, 4.0, 3.0]]), 3)[0],
                              image[0:3, 1:4])
   # Half a pixel off the left edge: the first column blends pixel 0 with black.
-  out = np.asarray(mtcnn.crop(image, np.array([[-0.5, 0.0, 1.5, 2.0]]), 2)[0, :, :, 0])
+  out = np.asarray(mtcnn.crop(images, np.array([1]), np.array([[-0.5, 0.0, 1.5, 2.0]]), 2)[0, :, :, 0])
   np.testing.assert_allclose(out, [[0.0, 0.5], [3.0, 6.5]])
 
 
@@ -251,13 +253,59 @@ def test_finds_pasted_faces_of_many_sizes(detector):
     _check_landmark_order(points)
 
 
-def test_no_recompile_across_frames_of_one_shape(detector):
+def test_few_compiled_shapes(detector):
   photos = _photos()
   detector(photos["astronaut"][None])
-  compiled = detector._detect._cache_size()
-  d = detector(photos["camera"][None])  # another frame of the same shape
-  assert detector._detect._cache_size() == compiled
+  compiled = [stage._cache_size() for stage in detector._stages]
+  d = detector(photos["astronaut"][None])  # the same crop counts: nothing new
+  assert [stage._cache_size() for stage in detector._stages] == compiled
   assert int(d.valid.sum()) >= 1
+  detector(photos["camera"][None])  # another frame of the same shape: stage 1 as it was
+  assert detector._stages[0]._cache_size() == compiled[0]
+
+
+def test_crop_counts_are_a_power_of_two_or_three_times_one(detector):
+  def slots(count, num=8, slots_per_frame=1024):
+    return detector._slots(np.arange(num * slots_per_frame).reshape(num, -1) < count)
+  assert [slots(n) for n in (0, 1, 64, 65, 96, 97, 129, 700, 3812)] == [
+      64, 64, 64, 96, 96, 128, 192, 768, 4096]
+  assert slots(8192) == 8192 and slots(40, num=1, slots_per_frame=48) == 48
+
+
+def _every_slot_detector(variables, monkeypatch, **kwargs) -> detect.MTCNNDetector:
+  """The cascade as it was: jax.image.resize's pyramid, R-Net and O-Net on every slot of every frame."""
+  monkeypatch.setattr(resampling, "resize", lambda x, rows, cols: jax.image.resize(
+      x.astype(np.float32), (x.shape[0], rows, cols, x.shape[3]), "linear"))
+  reference = detect.MTCNNDetector(variables, **kwargs)
+
+  def run(name, variables, frames, boxes, valid, size, slots):
+    num, count = boxes.shape[:2]
+    crops = mtcnn.crop(frames, np.repeat(np.arange(num), count), boxes.reshape(-1, 4), size)
+    outputs = mtcnn.NETWORKS[name].apply(variables[name], mtcnn.preprocess(crops))
+    return [out.reshape(num, count, *out.shape[1:]) for out in outputs]
+  reference._run = run
+  return reference
+
+
+def test_packed_crops_give_the_every_slot_detections(variables, monkeypatch):
+  """Two frames with different counts of candidates, 4 and 3 faces, 2 kept: some dropped.
+
+  Boxes and landmarks within 1e-3 px (+ 1e-5 relative), scores within 1e-5;
+  the rest exact. The pyramids differ by float32 rounding (`resampling.resize`
+  vs jax.image.resize), which moves boxes by ~1e-4 px here.
+  """
+  frames = np.stack([compose_faces([(70, 0, 0), (50, 130, 10), (36, 20, 140), (28, 150, 160)],
+                                   (224, 224))[0],
+                     compose_faces([(90, 70, 40), (40, 0, 150), (30, 170, 10)], (224, 224))[0]])
+  settings = {"max_faces": 2, "max_onet": 32}
+  got = jax.device_get(detect.MTCNNDetector(variables, **settings)(frames))
+  want = jax.device_get(_every_slot_detector(variables, monkeypatch, **settings)(frames))
+  assert got.valid.all() and np.all(got.dropped > 0)
+  np.testing.assert_array_equal(got.valid, want.valid)
+  np.testing.assert_array_equal(got.dropped, want.dropped)
+  for name in ("boxes", "landmarks"):
+    np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-5)
 
 
 def test_made_by_name_with_installed_weights():

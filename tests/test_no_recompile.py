@@ -1,9 +1,10 @@
 """Steady state compiles nothing new: ragged group sizes and group counts reuse the compiled steps.
 
 Counts compilations through each jitted function's cache: training batches
-whose groups hold different numbers of faces, and frame batches with
-different numbers of groups, must hit the programs already
-compiled (the pipeline pads group counts to power-of-two buckets).
+whose groups hold different numbers of faces, frame batches with different
+numbers of groups and of faces, must hit the programs already compiled (the
+pipeline pads group counts to power-of-two buckets and runs faces in blocks
+of a fixed size).
 """
 
 import jax
@@ -16,6 +17,8 @@ from emoflow import bundle, pipeline
 from emoflow.labels import EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
+from emoflow.tasks import individual as individual_task
+from emoflow.vision import align, detect
 from emoflow.train.state import TrainState
 
 M, N = 16, 4
@@ -82,3 +85,36 @@ def test_pipeline_group_stage_compiles_once_per_group_count_bucket():
   # 20 groups need the next bucket (32): exactly one more program.
   pipe.fuse_groups([_frame(rng, 99, 40, 20)])
   assert pipe._group._cache_size() == 2
+
+
+def test_pipeline_face_stage_compiles_once_for_any_face_count_and_equals_one_call():
+  emonet = EmoNet(num_classes=8, embed_dim=M, width=0.25, depth=0.5)
+  variables = {"emonet": jax.jit(emonet.init)(jax.random.key(0), jnp.zeros((1, 112, 112, 3))),
+               "group": {}}
+  config = {"emonet": {"num_classes": 8, "embed_dim": M, "width": 0.25, "depth": 0.5},
+            "group": {"fusion": group_task.VALENCE, "num_classes": 3, "max_faces": N},
+            "video": None, "sampling_fps": None, "labels": pipeline.vocabulary(EMOTIONS),
+            "preprocessing": pipeline.preprocessing()}
+  pipe = pipeline.Pipeline(bundle.Bundle(config, jax.device_get(variables)), detector=None)
+  # All faces in one call (its own jit: jax.jit(align.warp_faces) would share the pipeline's cache).
+  one_call = jax.jit(lambda frames, frame_of, landmarks: individual_task.predict(
+      emonet, variables["emonet"], align.warp_faces(frames, frame_of, landmarks)))
+  rng = np.random.default_rng(2)
+  frames = rng.integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)
+  slots, programs = 30, []
+  for count in (1, 2 * pipeline.FACE_BLOCK + 7):
+    valid = np.zeros((3, slots), bool)
+    valid.reshape(-1)[rng.choice(3 * slots, count, replace=False)] = True
+    centres = rng.uniform(30, 70, (3, slots, 1, 2))
+    landmarks = (centres + np.asarray(align.ARCFACE_TEMPLATE) / 4).astype(np.float32)
+    detections = detect.Detections(boxes=np.zeros((3, slots, 4), np.float32),
+                                   landmarks=landmarks, scores=valid.astype(np.float32),
+                                   valid=valid, dropped=np.zeros(3, np.int32))
+    frame_of, slot, probs, embeddings = pipe._faces(frames, detections, count=2)  # frame 2: padding
+    np.testing.assert_array_equal(frame_of, np.nonzero(valid[:2])[0])
+    expected = one_call(frames, frame_of, landmarks[frame_of, slot])
+    np.testing.assert_allclose(probs, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embeddings, expected[1], rtol=1e-5, atol=1e-5)
+    # jax.jit(align.warp_faces) shares its cache with other pipelines in this process: count growth.
+    programs.append((pipe._emonet._cache_size(), pipe._warp._cache_size()))
+  assert programs[0][0] == 1 and programs[1] == programs[0]

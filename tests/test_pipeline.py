@@ -1,6 +1,7 @@
 """Video inference end to end: the model directory, `emoflow predict` on a SynthCrowd video, the
 predictions schema, the annotated video, a faceless video, one-line mistakes."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,12 +15,12 @@ import pytest
 from assets.runner import ROOT, predict
 
 from data_pipelines.synthcrowd import crowds, videos
-from emoflow import bundle, pipeline
+from emoflow import bundle, cli, pipeline
 from emoflow.labels import EMOTIONS, GROUP_EMOTIONS
 from emoflow.models import EmoNet
 from emoflow.tasks import group as group_task
 from emoflow.tasks import video as video_task
-from emoflow.vision import detect, retinaface, rpn
+from emoflow.vision import detect, draw, retinaface, rpn
 from emoflow.vision import video as video_io
 
 M, N, G = 16, 4, 3
@@ -194,6 +195,8 @@ def test_mistakes_are_one_line(tmp_path, model_dir, clip):
           "make one with `python -m experiments.export_model`",
       (path, "--model", model_dir, "--detector-scale", "0"):
           "error: --detector-scale must be positive, got 0.0",
+      (path, "--model", model_dir, "--rpn-scale", "-1"):
+          "error: --rpn-scale must be positive, got -1.0",
       (path, "--model", model_dir, "--detector", "yunet"):
           "error: --detector yunet needs --yunet-model FILE.onnx",
       (path, "--model", model_dir, "--annotations", str(tmp_path / "none.json"), "--detector",
@@ -245,3 +248,77 @@ def test_a_short_last_batch_runs_in_the_full_batches_shape_and_changes_nothing(m
     for a, b in zip(ours["faces"] + ours["groups"], theirs["faces"] + theirs["groups"]):
       assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
   assert doc["scores"] == pytest.approx(single["scores"], abs=1e-4)
+
+
+def test_annotated_video_hands_the_writer_what_a_plain_loop_draws(tmp_path, monkeypatch):
+  """write_annotated_video (drawing laid out once per sampled frame, decoding in a thread) gives
+  the frames of a loop drawing every input frame with draw's functions, frames before the first
+  sampled one included."""
+  rng = np.random.default_rng(0)
+  source, size, num_frames = str(tmp_path / "in.mp4"), (160, 96), 9
+  with video_io.write_video(source, 10.0, size) as write:
+    for _ in range(num_frames):
+      write(rng.integers(0, 256, (size[1], size[0], 3), np.uint8))
+  faces = [{"box": [10.2, 20.0, 40.6, 48.7], "emotion": "happy"},
+           {"box": [60.5, 30.0, 90.0, 60.0], "emotion": None}]
+  frames = [{"index": 2, "label": "positive", "faces": faces,
+             "groups": [{"box": [8.0, 18.0, 92.0, 62.0], "label": "positive", "faces": [0, 1]}]},
+            {"index": 5, "label": "unknown", "faces": [faces[0] | {"emotion": "angry"}],
+             "groups": [{"box": [8.0, 18.0, 42.0, 50.0], "label": "negative", "faces": [0]}]}]
+  doc = {"fps": 10.0, "num_frames": num_frames, "width": size[0], "height": size[1],
+         "frames": frames}
+  written, real = [], video_io.write_video
+
+  @contextlib.contextmanager
+  def recording(*args):
+    with real(*args) as write:
+      yield lambda frame: (written.append(frame.copy()), write(frame))
+
+  monkeypatch.setattr(video_io, "write_video", recording)
+  cli.write_annotated_video(source, doc, str(tmp_path / "annotated.mp4"), progress=False)
+  segments = [(2 / 9, 5 / 9, "positive"), (5 / 9, 1.0, "unknown")]
+  expected = []
+  for index, image in video_io.read_frames(source):
+    if index >= 2:
+      frame = frames[0] if index < 5 else frames[1]
+      image = draw.draw_annotations(
+          image, [f["box"] for f in frame["faces"]], [f["emotion"] for f in frame["faces"]],
+          [g["box"] for g in frame["groups"]], [g["label"] for g in frame["groups"]],
+          frame_label=frame["label"])
+      draw.draw_group_hulls(image, [f["box"] for f in frame["faces"]],
+                            [g["faces"] for g in frame["groups"]],
+                            [g["label"] for g in frame["groups"]])
+    expected.append(draw.draw_label_strip(image, segments, index / num_frames))
+  assert len(written) == num_frames
+  for index, (got, want) in enumerate(zip(written, expected)):
+    np.testing.assert_array_equal(got, want, err_msg=f"frame {index}")
+  assert video_io.probe(str(tmp_path / "annotated.mp4")).num_frames == num_frames
+
+
+@pytest.mark.slow
+def test_a_second_process_on_another_video_of_the_same_size_compiles_nothing(tmp_path, model_dir):
+  spec = videos.VideoSpec(duration_s=(2.0, 2.0), fps=(6, 6))
+  crowd = crowds.CrowdDifficulty(num_faces=(8, 16), num_groups=(1, 3))
+  paths = []
+  for seed, name in enumerate(("first", "second")):
+    videos.render_video(np.random.default_rng(seed), str(tmp_path), name, crowd, spec)
+    paths.append(str(tmp_path / f"{name}.mp4"))
+  cache, jax_default = tmp_path / "cache", tmp_path / "jax_default"
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(jax_default)}
+
+  def run(video, out, *flags, **more_env):
+    result = subprocess.run([sys.executable, "-m", "emoflow.cli", "predict", video, "--model",
+                             model_dir, "--out", str(tmp_path / out), "--quiet", "--no-video",
+                             *flags], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**env, **more_env})
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / out / "predictions.json") as f:
+      return json.load(f)
+
+  run(paths[0], "cold", "--compile-cache", str(cache))
+  programs = sorted(os.listdir(cache))
+  assert programs
+  warm = run(paths[1], "warm", "--compile-cache", str(cache))
+  assert sorted(os.listdir(cache)) == programs  # every program came from the cache
+  assert run(paths[1], "uncached", EMOFLOW_COMPILE_CACHE="off") == warm
+  assert not jax_default.exists() or not os.listdir(jax_default)  # off: JAX's own dir unused too

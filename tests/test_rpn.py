@@ -216,3 +216,12 @@ def test_proposer_returns_frame_pixels_at_any_input_scale():
   np.testing.assert_allclose(got, 2 * np.asarray(want), atol=1e-3)
   with pytest.raises(ValueError, match="anchors per cell"):
     rpn.GroupProposer(model, variables, scales=(8.0,), ratios=RATIOS)
+
+
+def test_frame_scale_meets_the_training_frames_short_side():
+  block = {"input_scale": 1.0, "frame_size": [640, 360]}
+  assert rpn.frame_scale(block, 720, 1280) == pytest.approx(0.5)
+  assert rpn.frame_scale(block, 1280, 720) == pytest.approx(0.5)  # portrait: the short side
+  assert rpn.frame_scale(block, 180, 320) == pytest.approx(2.0)
+  assert rpn.frame_scale({**block, "input_scale": 0.5}, 720, 1280) == pytest.approx(0.25)
+  assert rpn.frame_scale({"input_scale": 0.75}, 720, 1280) == 0.75  # no frame_size recorded

@@ -12,6 +12,7 @@ from test_pipeline import _save_bundle
 from emoflow import bundle
 from emoflow.train import parallel
 from experiments import compare_groupings, export_model
+from experiments.configs import rpn_gecv, rpn_synthcrowd
 
 
 def test_score_frame_counts_found_right_and_face_weighted_hits():
@@ -41,6 +42,7 @@ def test_tiny_run_scores_rpn_and_kmeans_and_eval_reproduces_it(tmp_path, synthcr
 
   block, state, step = export_model._rpn(str(tmp_path / "run"), parallel.make_data_mesh())
   assert step == 4 and block["scales"] == [8.0, 20.0, 50.0] and block["input_scale"] == 0.25
+  assert block["frame_size"] == [640, 360]  # frames_tiny's frames, before input_scale
   _save_bundle(tmp_path / "model", with_video=False)
   model = bundle.load(str(tmp_path / "model"))
   bundle.save(str(tmp_path / "model"), {**model.config, "rpn": {**block, "score_threshold": 0.0}},
@@ -54,6 +56,19 @@ def test_tiny_run_scores_rpn_and_kmeans_and_eval_reproduces_it(tmp_path, synthcr
   for t in totals.values():
     assert 0 <= t["right"] <= t["found"] <= t["groups"] and t["faces_right"] <= t["faces"]
   assert "| rpn | " in compare_groupings.table(totals, "t")
+
+
+@pytest.mark.parametrize("config,frame_size", [(rpn_synthcrowd.get_config(), [640, 360]),
+                                                (rpn_synthcrowd.get_config("tiny"), [640, 360]),
+                                                (rpn_gecv.get_config(), None)],
+                         ids=["rpn_synthcrowd", "rpn_synthcrowd:tiny", "rpn_gecv"])
+def test_export_records_the_training_frame_size_where_the_dataset_fixes_one(tmp_path, config,
+                                                                             frame_size):
+  # SynthCrowd's frames configs render every frame at their crowd's size; GECV's keep each
+  # video's. The builder's config says so: nothing is built or read.
+  config.data.data_dir = str(tmp_path / "tfds")
+  assert export_model.training_frame_size(config) == frame_size
+  assert not os.path.exists(tmp_path / "tfds" / config.data.name)
 
 
 @pytest.mark.parametrize("config", ["rpn_gecv"])

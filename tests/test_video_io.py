@@ -1,4 +1,6 @@
-"""Tests of frame sampling by target fps and batched frame reading."""
+"""Tests of frame sampling by target fps, batched frame reading and the prefetching reader."""
+
+import threading
 
 import numpy as np
 import pytest
@@ -74,3 +76,36 @@ def test_read_batches_sampled(clip):
 def test_read_batches_rejects_bad_batch_size(clip):
   with pytest.raises(ValueError):
     next(video.read_batches(clip, None, batch_size=0))
+
+
+def test_prefetch_yields_in_order_and_raises_where_the_producer_failed():
+  assert list(video.prefetch(range(7), depth=2)) == list(range(7))
+
+  def failing():
+    yield from range(3)
+    raise ValueError("frame 3 is unreadable")
+
+  got = []
+  with pytest.raises(ValueError, match="frame 3"):
+    for item in video.prefetch(failing()):
+      got.append(item)
+  assert got == [0, 1, 2]
+  with pytest.raises(ValueError):
+    next(video.prefetch(range(3), depth=0))
+
+
+def test_prefetch_stops_and_closes_its_source_when_the_consumer_stops():
+  produced, closed = [], threading.Event()
+
+  def source():
+    try:
+      for k in range(1000):
+        produced.append(k)
+        yield k
+    finally:
+      closed.set()
+
+  items = video.prefetch(source(), depth=2)
+  assert next(items) == 0
+  items.close()
+  assert closed.wait(5) and len(produced) <= 4  # one taken, at most depth + 1 ahead

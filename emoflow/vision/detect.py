@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from emoflow.vision import mtcnn, retinaface, retinaface_convert
+from emoflow.vision import mtcnn, resampling, retinaface, retinaface_convert
 
 
 class Detections(struct.PyTreeNode):
@@ -346,7 +346,7 @@ class RetinaFaceDetector:
     images = retinaface.preprocess(frames)
     size = (max(1, round(height * self.input_scale)), max(1, round(width * self.input_scale)))
     if size != (height, width):
-      images = jax.image.resize(images, (num, *size, 3), "linear")
+      images = resampling.resize(images, *size)
     loc, conf, landm = self.model.apply(variables, images)
     boxes, landmarks = decode(loc.astype(jnp.float32), landm.astype(jnp.float32),
                               jnp.asarray(make_anchors(size)))
@@ -365,15 +365,16 @@ class RetinaFaceDetector:
 
 
 class MTCNNDetector:
-  """MTCNN (mtcnn.py): the original's three-stage cascade in one jitted function with static shapes.
+  """MTCNN (mtcnn.py): the original's three-stage cascade, each stage jitted with static shapes.
 
   Per frame, as the original MATLAB/Caffe code does it (but with continuous
   box coordinates, width x1 - x0, where it counts whole pixels, x1 - x0 + 1):
   1. P-Net on every level of the pyramid (`mtcnn.pyramid`, 12 / min_face
-     down by `factor`; levels resized bilinearly with antialiasing); per
-     level its best 4 * `level_windows` windows, NMS (IoU 0.5, face
-     probability > thresholds[0]) to `level_windows`; over all levels NMS
-     (IoU 0.7) to `max_rnet`; then box regression and squaring.
+     down by `factor`; levels resized bilinearly with antialiasing,
+     `resampling.resize`); per level its best 4 * `level_windows` windows, NMS
+     (IoU 0.5, face probability > thresholds[0]) to `level_windows`; over
+     all levels NMS (IoU 0.7) to `max_rnet`; then box regression and
+     squaring.
   2. R-Net on 24x24 crops (`mtcnn.crop`: bilinear, black outside the frame);
      NMS (IoU 0.7, probability > thresholds[1]) to `max_onet`; regression,
      squaring.
@@ -381,15 +382,24 @@ class MTCNNDetector:
      regression; final NMS over intersection / smaller area ("Min", 0.7,
      probability > thresholds[2]) to K = max_faces. Scores are O-Net's face
      probability.
-  The fixed candidate counts make the cost per frame constant; `dropped`
-  counts, for a frame whose K slots all filled, the O-Net faces above the
-  threshold that none of the kept ones suppresses (as RetinaFaceDetector).
+  R-Net and O-Net see only the candidates there are: after each stage the
+  host reads how many of the batch's candidate slots are valid, and the next
+  stage packs those into a fixed number of crops, the count rounded up to
+  the next 2^k or 3 * 2^k (at least MIN_SLOTS), runs its network on them and
+  puts the outputs back in their slots. The other slots would be masked
+  anyway, so the detections are those of running every slot, at a cost that
+  follows the candidates; each stage compiles once per batch shape and crop
+  count, a few counts in all (the counts of a video's batches are alike).
+  `dropped` counts, for a frame whose K slots all filled, the O-Net faces
+  above the threshold that none of the kept ones suppresses (as
+  RetinaFaceDetector).
   Weights: `variables` ({"pnet", "rnet", "onet"} -> Flax variables, e.g.
   from a model directory), by default `mtcnn.load_weights()` from the
   installed `mtcnn` package.
   """
 
   NMS_THRESHOLDS = {"level": 0.5, "pyramid": 0.7, "rnet": 0.7, "onet_min": 0.7}
+  MIN_SLOTS = 64  # the fewest crops R-Net and O-Net run on (a power of two): fewer compiled shapes
 
   def __init__(self, variables: Mapping[str, Any] | None = None, *, min_face: float = 20,
                thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
@@ -407,7 +417,8 @@ class MTCNNDetector:
     self.level_windows = level_windows
     self.max_rnet = max_rnet
     self.max_onet = max_faces if max_onet is None else max_onet
-    self._detect = jax.jit(self._forward)
+    self._stages = (jax.jit(self._proposals), jax.jit(self._refine, static_argnames="slots"),
+                    jax.jit(self._output, static_argnames="slots"))
 
   def settings(self) -> dict[str, Any]:
     """Everything besides the weights that shapes the detections, JSON-ready (for a model directory)."""
@@ -416,12 +427,12 @@ class MTCNNDetector:
             "level_windows": self.level_windows, "max_rnet": self.max_rnet,
             "max_onet": self.max_onet}
 
-  def _proposals(self, variables, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Stage 1: images [F, H, W, 3] -> R-Net boxes [F, max_rnet, 4] and their valid mask."""
-    num, height, width, _ = images.shape
+  def _proposals(self, variables, frames: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Stage 1: frames [F, H, W, 3] -> R-Net boxes [F, max_rnet, 4] and their valid mask."""
+    _, height, width, _ = frames.shape
     windows, offsets, scores = [], [], []
     for _, rows, cols in mtcnn.pyramid(height, width, self.min_face, self.factor):
-      level = jax.image.resize(images, (num, rows, cols, 3), "linear")
+      level = resampling.resize(frames, rows, cols)
       regression, probs = mtcnn.PNet().apply(variables["pnet"], mtcnn.preprocess(level))
       candidates = functools.partial(mtcnn.pnet_candidates, pixel_size=(height / rows, width / cols),
                                      count=4 * self.level_windows)
@@ -440,35 +451,56 @@ class MTCNNDetector:
     windows, offsets = jax.vmap(_take)(keep, valid, windows, offsets)
     return mtcnn.square(mtcnn.calibrate(windows, offsets)), valid
 
-  def _run(self, name: str, variables, images: jax.Array, boxes: jax.Array, size: int):
-    """The network `name` on size x size crops of boxes [F, N, 4]: its outputs, each [F, N, ...]."""
-    crops = jax.vmap(mtcnn.crop, (0, 0, None))(images, boxes, size)
-    outputs = mtcnn.NETWORKS[name].apply(variables[name],
-                                         mtcnn.preprocess(crops.reshape(-1, size, size, 3)))
-    return [out.reshape(*boxes.shape[:2], *out.shape[1:]) for out in outputs]
+  def _run(self, name: str, variables, frames: jax.Array, boxes: jax.Array, valid: jax.Array,
+           size: int, slots: int) -> list[jax.Array]:
+    """The network `name` on size x size crops of the valid ones of boxes [F, N, 4], packed into
+    `slots` crops (at least as many as are valid): its outputs, each [F, N, ...], 0 where not valid."""
+    num, count = valid.shape
+    packed = jnp.flatnonzero(valid, size=slots, fill_value=0)  # frame * count + slot
+    crops = mtcnn.crop(frames, packed // count, boxes.reshape(-1, 4)[packed], size)
+    outputs = mtcnn.NETWORKS[name].apply(variables[name], mtcnn.preprocess(crops))
+    rank = jnp.cumsum(valid.reshape(-1)) - 1  # each valid slot's place in `packed`
+    return [jnp.where(valid.reshape(-1, *[1] * (out.ndim - 1)), out[rank], 0).reshape(
+        num, count, *out.shape[1:]) for out in outputs]
 
-  def _forward(self, variables, frames: jax.Array) -> Detections:
-    images = jnp.asarray(frames, jnp.float32)
-    boxes, valid = self._proposals(variables, images)
-
-    regression, probs = self._run("rnet", variables, images, boxes, mtcnn.RNET_SIZE)
+  def _refine(self, variables, frames: jax.Array, boxes: jax.Array, valid: jax.Array, *,
+              slots: int) -> tuple[jax.Array, jax.Array]:
+    """Stage 2: R-Net on stage 1's valid boxes, `slots` crops -> O-Net boxes [F, max_onet, 4], valid mask."""
+    regression, probs = self._run("rnet", variables, frames, boxes, valid, mtcnn.RNET_SIZE, slots)
     scores = jnp.where(valid, probs[..., 1], -1.0)
     keep, valid = jax.vmap(functools.partial(
         nms, iou_threshold=self.NMS_THRESHOLDS["rnet"], score_threshold=self.thresholds[1],
         max_out=self.max_onet))(boxes, scores)
     boxes, regression = jax.vmap(_take)(keep, valid, boxes, regression)
-    boxes = mtcnn.square(mtcnn.calibrate(boxes, regression))
+    return mtcnn.square(mtcnn.calibrate(boxes, regression)), valid
 
-    regression, points, probs = self._run("onet", variables, images, boxes, mtcnn.ONET_SIZE)
+  def _output(self, variables, frames: jax.Array, boxes: jax.Array, valid: jax.Array, *,
+              slots: int) -> Detections:
+    """Stage 3: O-Net on stage 2's valid boxes, `slots` crops -> the faces."""
+    regression, points, probs = self._run("onet", variables, frames, boxes, valid, mtcnn.ONET_SIZE,
+                                          slots)
     landmarks = mtcnn.landmarks_in_frame(points, boxes)
     boxes = mtcnn.calibrate(boxes, regression)
     scores = jnp.where(valid, probs[..., 1], -1.0)
     return select_faces(boxes, landmarks, scores, nms_threshold=self.NMS_THRESHOLDS["onet_min"],
                         score_threshold=self.thresholds[2], max_faces=self.max_faces, by_min=True)
 
+  def _slots(self, valid: jax.Array) -> int:
+    """The crops the next stage packs valid's [F, N] candidates into: their count rounded up to
+    the next 2^k or 3 * 2^k, at least MIN_SLOTS, at most F * N."""
+    count = int(np.asarray(valid).sum())
+    slots = self.MIN_SLOTS
+    while slots < count:
+      slots = slots // 2 * 3 if slots & (slots - 1) == 0 else slots // 3 * 4
+    return min(slots, valid.size)
+
   def __call__(self, frames: np.ndarray, indices: Sequence[int] | None = None) -> Detections:
     del indices  # looks at pixels only
-    return self._detect(self.variables, jnp.asarray(frames))
+    propose, refine, output = self._stages
+    frames = jnp.asarray(frames)
+    boxes, valid = propose(self.variables, frames)
+    boxes, valid = refine(self.variables, frames, boxes, valid, slots=self._slots(valid))
+    return output(self.variables, frames, boxes, valid, slots=self._slots(valid))
 
 
 _REGISTRY = {"annotations": AnnotationDetector, "yunet": YuNetDetector,

@@ -17,7 +17,8 @@ box, in the order of emoflow.vision.align: image-left eye first).
 Parameter counts: 6,632 (P-Net), 100,178 (R-Net), 389,040 (O-Net).
 
 The cascade itself (thresholds, NMS, static candidate counts) is
-detect.MTCNNDetector; below are the networks and the box arithmetic it uses.
+detect.MTCNNDetector; below are the networks, the image pyramid and the box
+arithmetic it uses.
 """
 
 import importlib.util
@@ -150,7 +151,7 @@ def load_weights() -> dict[str, dict[str, Any]]:
           for name in _LAYERS}
 
 
-# --- the cascade's box arithmetic --------------------------------------------------------
+# --- the image pyramid ------------------------------------------------------------------
 
 
 def pyramid(height: int, width: int, min_face: float = 20, factor: float = 0.709
@@ -170,6 +171,9 @@ def pyramid(height: int, width: int, min_face: float = 20, factor: float = 0.709
     levels.append((scale, math.ceil(height * scale), math.ceil(width * scale)))
     scale *= factor
   return levels
+
+
+# --- the cascade's box arithmetic --------------------------------------------------------
 
 
 def pnet_candidates(regression: jax.Array, probs: jax.Array, pixel_size: tuple[float, float],
@@ -219,18 +223,20 @@ def landmarks_in_frame(values: jax.Array, boxes: jax.Array) -> jax.Array:
   return boxes[..., None, :2] + relative * (boxes[..., None, 2:] - boxes[..., None, :2])
 
 
-def crop(image: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
-  """Crops boxes [N, 4] out of one image [H, W, C] and resizes them to [N, size, size, C].
+def crop(images: jax.Array, frame: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
+  """Crops each box [N, 4] out of its frame of images [F, H, W, C] (any real dtype), frame [N]
+  int, and resizes them to float32 [N, size, size, C].
 
   Bilinear sampling at the centres of a size x size grid over each box
   (pixel (r, c) of the image covers [c, c + 1) x [r, r + 1)); pixels
   outside the image are 0, as the original pads crops at the frame edge
   with black.
   """
-  height, width = image.shape[:2]
+  height, width = images.shape[1:3]
   grid = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
   xs = boxes[:, 0, None] + grid * (boxes[:, 2, None] - boxes[:, 0, None]) - 0.5  # [N, size]
   ys = boxes[:, 1, None] + grid * (boxes[:, 3, None] - boxes[:, 1, None]) - 0.5
+  frame = frame[:, None, None]
 
   def taps(coords: jax.Array, limit: int):
     low = jnp.floor(coords)
@@ -243,6 +249,6 @@ def crop(image: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
   out = 0.0
   for y, wy in taps(ys, height):
     for x, wx in taps(xs, width):
-      pixels = image[y[:, :, None], x[:, None, :]]  # [N, size, size, C]
+      pixels = images[frame, y[:, :, None], x[:, None, :]].astype(jnp.float32)  # [N, size, size, C]
       out = out + pixels * (wy[:, :, None] * wx[:, None, :])[..., None]
   return out

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emoflow.vision import detect
+from emoflow.vision import detect, resampling
 from emoflow.vision.retinaface import ConvBN
 
 Dtype = Any
@@ -142,6 +142,21 @@ def proposals(logits: jax.Array, offsets: jax.Array, anchors: jax.Array,
   return (jnp.where(valid[:, None], boxes[keep], 0.0), jnp.where(valid, scores[keep], 0.0), valid)
 
 
+def frame_scale(block: Mapping[str, Any], height: int, width: int) -> float:
+  """The input scale for frames of height x width of a model directory's RPN (model.json's rpn block).
+
+  Where the block records the training frames' size ("frame_size": [width,
+  height]), the frame is scaled so its short side meets the short side the
+  network was trained on (times the training input_scale): a 1280x720 video
+  runs like the 640x360 training frames, at a quarter of the pixels. Else
+  the training input_scale, as the frames came.
+  """
+  if "frame_size" not in block:
+    return float(block["input_scale"])
+  trained = min(block["frame_size"])
+  return float(block["input_scale"]) * trained / min(height, width)
+
+
 class GroupProposer:
   """A trained RPN as a function: frames uint8 RGB [F, H, W, 3] -> proposals in frame pixels.
 
@@ -170,7 +185,7 @@ class GroupProposer:
     size = (max(1, round(height * self.input_scale)), max(1, round(width * self.input_scale)))
     images = preprocess(frames)
     if size != (height, width):
-      images = jax.image.resize(images, (num, *size, 3), "linear")
+      images = resampling.resize(images, *size)
     logits, offsets = self.model.apply(variables, images, train=False)
     anchors = jnp.asarray(make_anchors(size, self.scales, self.ratios))
     boxes, scores, valid = jax.vmap(

@@ -11,6 +11,8 @@ frames nearest to a target rate, in fixed-size batches for the device.
 import contextlib
 import dataclasses
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 
 import cv2
@@ -80,7 +82,7 @@ def read_frames(path: str, indices: Iterable[int] | None = None) -> Iterator[tup
           return
         raise ValueError(f"{path}: frame {last} is past the end of the video ({index} frames)")
       if wanted is None or index in wanted:
-        yield index, np.ascontiguousarray(frame[..., ::-1])
+        yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)  # a copy, as fast as a plain copy
       index += 1
   finally:
     capture.release()
@@ -125,6 +127,52 @@ def read_batches(path: str, indices: Iterable[int] | None,
     yield _stack(batch)
 
 
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+  """Yields `items` in order while a background thread produces up to `depth` ahead.
+
+  OpenCV decodes and encodes with the GIL released, so a reader (or a
+  writer's frame source) runs beside the device work of the caller. An
+  exception in the producer is raised in the consumer at its place in the
+  order; a consumer that stops early ends the producer at its next item.
+  """
+  if depth < 1:
+    raise ValueError(f"depth must be at least 1, got {depth}")
+  source = iter(items)
+  slots: queue.Queue = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+  done = object()
+
+  def produce():
+    try:
+      for item in source:
+        if stop.is_set():
+          return
+        slots.put((item, None))
+      slots.put((done, None))
+    except BaseException as e:  # noqa: BLE001 - handed to the consumer
+      slots.put((done, e))
+    finally:
+      if hasattr(source, "close"):  # a generator's own finally (a capture's release) runs here
+        source.close()
+
+  worker = threading.Thread(target=produce, daemon=True)
+  worker.start()
+  try:
+    while True:
+      item, error = slots.get()
+      if error is not None:
+        raise error
+      if item is done:
+        return
+      yield item
+  finally:
+    stop.set()
+    while worker.is_alive():  # unblock a producer waiting on a full queue
+      with contextlib.suppress(queue.Empty):
+        slots.get_nowait()
+      worker.join(timeout=0.01)
+
+
 def _stack(batch: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
   return np.array([i for i, _ in batch], np.int64), np.stack([f for _, f in batch])
 
@@ -144,7 +192,7 @@ def write_video(path: str, fps: float, size: tuple[int, int]):
     def write(frame: np.ndarray) -> None:
       if frame.shape[:2] != (size[1], size[0]):
         raise ValueError(f"frame of shape {frame.shape} does not match the video size {size}")
-      writer.write(np.ascontiguousarray(frame[..., ::-1]))
+      writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
     yield write
     writer.release()
