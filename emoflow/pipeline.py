@@ -136,8 +136,6 @@ def _make_grouping(model: bundle_lib.Bundle, name: str, k_max: int, rpn_scale: f
     if block is None:
       raise ValueError("the model directory holds no group proposal network; add one with "
                        "`experiments.export_model --rpn=RUN` or use --grouping kmeans")
-    if rpn_scale is not None and rpn_scale <= 0:
-      raise ValueError(f"the RPN's input scale must be positive, got {rpn_scale}")
     proposers = {}  # per frame size
     by_proposals = jax.jit(jax.vmap(functools.partial(grouping.group_by_proposals, k_max=k_max)))
 
@@ -225,6 +223,7 @@ class Pipeline:
     self.video_max_faces = None if video_config is None else video_config.max_faces
     self.sampling_fps = model.config.get("sampling_fps")
     self._emonet = jax.jit(face_predict)
+    self._face_variables = jax.device_put(model.variables["emonet"])  # once, not once per block
     self._group = jax.jit(functools.partial(group_task.predict, self.group_fusion))
     self._grouping = _make_grouping(model, grouping, k_max, rpn_scale)
     self._warp = jax.jit(align.warp_faces)
@@ -258,8 +257,7 @@ class Pipeline:
     frames = jax.device_put(frames)
     faces = self._timed("align", lambda: [self._warp(frames, frame_of_padded[b], landmarks[b])
                                           for b in blocks])
-    variables = self.model.variables["emonet"]
-    outputs = self._timed("emonet", lambda: [self._emonet(variables, f) for f in faces])
+    outputs = self._timed("emonet", lambda: [self._emonet(self._face_variables, f) for f in faces])
     probs, embeddings = (np.concatenate([np.asarray(out[k]) for out in outputs])[:n]
                          for k in range(2))
     return frame_of, slot, probs, embeddings
