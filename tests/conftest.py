@@ -8,10 +8,13 @@ import pytest
 
 from emoflow import host_memory
 
-# Must happen before JAX initialises its backends. (XLA's optimisation level 0 would compile
-# about a third faster, but rounds the 8-device and 1-device steps of test_parallel an ulp apart.)
+# Must happen before JAX initialises its backends; the commands the tests start inherit it.
+# XLA's optimisation level 0 compiles about twice as fast, and compiling is most of what the tiny
+# models of the suite cost. (test_parallel compiles its 1- and 8-device steps at the default level,
+# as emoflow's commands do.)
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8"
+                           " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # JAX's persistent compilation cache, for this process and the commands the tests start: the
 # same tiny models compile once, not once per test (and not again in the next run of the suite).

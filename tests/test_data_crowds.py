@@ -30,6 +30,7 @@ def clips(data_dir):
   return loaders.prepare("synthcrowd", "clips_tiny", data_dir)
 
 
+@pytest.mark.slow
 def test_groups_are_the_groups_of_the_rendered_frames(groups):
   source = loaders.split_source(groups, "validation")
   stored = {_text(source[i]["source"]): source[i] for i in range(len(source))}
@@ -47,6 +48,7 @@ def test_groups_are_the_groups_of_the_rendered_frames(groups):
     assert np.all(np.diff(record["face_px"]) <= 0)  # largest face first
 
 
+@pytest.mark.slow
 def test_clips_come_from_videos_in_the_gecv_layout(groups, clips, data_dir):
   del groups  # built first in the same data_dir
   video_dir = os.path.join(data_dir, "downloads", "synthcrowd", "clips_tiny", "train")

@@ -262,6 +262,7 @@ def test_retinaface_detector_matches_decode_and_greedy_nms(input_scale, max_face
     assert dets.dropped.min() > 0
 
 
+@pytest.mark.slow
 def test_retinaface_detector_runs_a_real_tiny_retinaface():
   model = retinaface.RetinaFace("mobilenet0.25")
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))

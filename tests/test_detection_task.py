@@ -116,6 +116,7 @@ def _tiny_batch():
           "valid": valid, "has_landmarks": np.array([[False, False, False], [True, False, False]])}
 
 
+@pytest.mark.slow
 def test_train_step_lowers_the_loss_on_a_tiny_batch():
   model = retinaface.RetinaFace("mobilenet0.25")
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))

@@ -56,6 +56,7 @@ def cached(run, data, tmp_path_factory):
           for config, builder in data.items()}
 
 
+@pytest.mark.slow
 def test_cache_is_the_source_with_emonet_outputs_for_faces(run, cached):
   _, model, state = run
   source_builder, cache, written = cached["groups"]
@@ -117,6 +118,7 @@ def test_command_reuses_the_cache_of_the_same_checkpoint(run, cached):
                                    f"{cache.data_dir}")
 
 
+@pytest.mark.slow
 def test_user_mistakes_are_one_line(tmp_path, run):
   with open(os.path.join(run[0], "config.json")) as f:
     (tmp_path / "config.json").write_text(f.read())

@@ -125,6 +125,7 @@ def test_train_step_lowers_the_loss_and_trains_only_a_trainable_prior(prior):
 
 
 @pytest.mark.parametrize("fusion_name", ["fea", "fec"])
+@pytest.mark.slow
 def test_fine_tuned_fusion_is_the_fusion_on_emonet_embeddings_of_the_pixels(fusion_name):
   fusion, state, batch = _fine_tuned(fusion_name)
   variables = state.variables
@@ -140,6 +141,7 @@ def test_fine_tuned_fusion_is_the_fusion_on_emonet_embeddings_of_the_pixels(fusi
   np.testing.assert_allclose(probs, want, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fine_tuned_train_step_trains_emonet_and_the_fusion_but_keeps_batch_statistics():
   fusion, state, batch = _fine_tuned("fec")
   trained = group.FineTuned.with_emonet(

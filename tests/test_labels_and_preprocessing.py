@@ -53,6 +53,7 @@ def _config(tmp_path):
   return bundle.load(str(tmp_path / "m")).config
 
 
+@pytest.mark.slow
 def test_predict_accepts_a_model_with_this_codes_labels_and_preprocessing(tmp_path):
   config = _config(tmp_path)
   assert config["labels"] == {"emotions": list(labels.EMOTIONS),

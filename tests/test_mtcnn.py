@@ -287,6 +287,7 @@ def _every_slot_detector(variables, monkeypatch, **kwargs) -> detect.MTCNNDetect
   return reference
 
 
+@pytest.mark.slow
 def test_packed_crops_give_the_every_slot_detections(variables, monkeypatch):
   """Two frames with different counts of candidates, 4 and 3 faces, 2 kept: some dropped.
 

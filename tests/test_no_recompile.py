@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from emoflow import bundle, pipeline
 from emoflow.labels import EMOTIONS
@@ -62,6 +63,7 @@ def _frame(rng: np.random.Generator, index: int, num_faces: int, num_groups: int
       group_slots=[np.flatnonzero(ids == g).tolist() for g in range(num_groups)])
 
 
+@pytest.mark.slow
 def test_pipeline_group_stage_compiles_once_per_group_count_bucket():
   emonet = EmoNet(num_classes=8, embed_dim=M, width=0.25, depth=0.5)
   fusion = group_task.make_fusion(ml_collections.ConfigDict(GROUP_MODEL))

@@ -129,6 +129,7 @@ def test_bundle_round_trip_and_replace(tmp_path):
     bundle.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_predict_on_a_synthcrowd_video(tmp_path, model_dir, clip):
   path, annotation = clip
   result = _predict_as_typed(path, "--model", model_dir, "--out", tmp_path / "out", "--quiet")
@@ -145,6 +146,7 @@ def test_predict_on_a_synthcrowd_video(tmp_path, model_dir, clip):
   assert os.path.getsize(tmp_path / "out" / "timeline.png") > 0
 
 
+@pytest.mark.slow
 def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
   path, annotation = clip
   _save_bundle(tmp_path / "m", with_detector=True)
@@ -158,6 +160,7 @@ def test_predict_runs_the_model_directorys_detector(tmp_path, clip):
   assert [len(f["faces"]) for f in doc["frames"]] == [5] * len(doc["frames"])
 
 
+@pytest.mark.slow
 def test_predict_groups_by_the_model_directorys_rpn(tmp_path, clip):
   path, _ = clip
   _save_bundle(tmp_path / "m", with_video=False, with_rpn=True)
@@ -231,6 +234,7 @@ class _RecordingDetector:
     return self.inner(frames, indices)
 
 
+@pytest.mark.slow
 def test_a_short_last_batch_runs_in_the_full_batches_shape_and_changes_nothing(model_dir, clip):
   path, annotation = clip
   model = bundle.load(model_dir)

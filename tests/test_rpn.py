@@ -174,6 +174,7 @@ def test_loss_is_cross_entropy_and_smooth_l1_over_the_sampled_anchors():
   np.testing.assert_allclose(terms["loss"], cls + box, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_tiny_rpn_learns_to_propose_a_box():
   """A few dozen Adam steps on one image with one bright group: its best proposal finds it."""
   size, box = (64, 64), np.float32([16, 20, 44, 52])

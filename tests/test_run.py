@@ -75,6 +75,7 @@ def _tiny(data_dir, workdir, *extra):
           f"--config.data.data_dir={data_dir}", *extra]
 
 
+@pytest.mark.slow
 def test_tiny_training_run_writes_its_workdir(tmp_path, synthcrowd_dir):
   (tmp_path / "run").mkdir()  # a run that stopped before its first checkpoint: nothing to resume
   (tmp_path / "run" / "config.json").write_text('{"seed": 99}')

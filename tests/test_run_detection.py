@@ -5,6 +5,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 from assets.runner import train_then_eval
 
 from emoflow import bundle, cli, metrics
@@ -39,6 +40,7 @@ def test_score_counts_recall_precision_per_height_and_ap():
   np.testing.assert_allclose(results["AP"], (1 + 1 + 0.75) / 3)
 
 
+@pytest.mark.slow
 def test_tiny_run_reports_recall_and_precision_and_eval_reproduces_it(tmp_path, synthcrowd_dir):
   args = ["--config=retinaface_synthcrowd:tiny", f"--workdir={tmp_path}/run",
           f"--config.data.data_dir={synthcrowd_dir}"]

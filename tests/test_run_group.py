@@ -34,6 +34,7 @@ def _tiny(config, workdir, data_dir, emonet_run, *extra):
 @pytest.mark.parametrize("fusion, scheme", [("fea", "averaging (FeA)"),
                                             ("feb", "concatenation (FeB)"),
                                             ("fec", "NVPF (FeC)")])
+@pytest.mark.slow
 def test_tiny_run_of_each_fusion_writes_a_table_5_row(tmp_path, emonet_run, data_dir, groups,
                                                       fusion, scheme):
   # One evaluation, at the last step: training reports the last step, --mode=eval the best
@@ -78,6 +79,7 @@ def _check_export(tmp_path, emonet_run: str, group_run: str) -> None:
       f"error: {group_run} holds a 'group' run, not the 'individual' run needed here"]
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_run_fine_tunes_emonet_and_evaluates_its_checkpoint(tmp_path, emonet_run, data_dir, groups):
   args = _tiny("nvpf_synthcrowd:fea,e2e,tiny", tmp_path / "run", data_dir, emonet_run,
                f"--config.data.source={groups}", "--config.eval.every=4")  # the last step only
@@ -102,6 +104,7 @@ def test_emotiw_without_its_download_says_what_to_get_and_to_try_synthcrowd(tmp_
   assert not os.path.exists(tmp_path / "tfds")  # nothing written for data that is not there
 
 
+@pytest.mark.slow
 def test_emotiw_config_runs_on_synthcrowd(tmp_path, emonet_run, data_dir):
   result = run_experiment(*_tiny("nvpf_emotiw:tiny", tmp_path / "run", data_dir, emonet_run,
                        "--config.data.source=synthcrowd/groups_tiny"))

@@ -32,6 +32,7 @@ def _tiny(config, workdir, data_dir, emonet_run, *extra):
 
 @pytest.mark.parametrize("cell, name", [("tnvpf", "TNVPF"), ("rnn", "FeC + RNN"),
                                         ("lstm", "FeC + LSTM")])
+@pytest.mark.slow
 def test_tiny_run_of_each_cell_writes_table_7_rows_and_confusion_pictures(
     tmp_path, emonet_run, data_dir, clips, cell, name):
   args = _tiny(f"tnvpf_synthcrowd:{cell},tiny", tmp_path / "run", data_dir, emonet_run,

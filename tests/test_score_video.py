@@ -55,6 +55,7 @@ def test_scores_match_the_hand_count():
   assert s["id_kept"] == 0.5  # track 0 kept its id, track 1 did not
 
 
+@pytest.mark.slow
 def test_command_prints_tables_and_mistakes_are_one_line(tmp_path):
   predictions, truth = tmp_path / "predictions.json", tmp_path / "v.json"
   predictions.write_text(json.dumps(_predictions()))

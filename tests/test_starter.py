@@ -97,6 +97,7 @@ def test_detection_by_height_counts_matches_per_bin():
   assert (large["faces"], large["found"]) == (1, 0)
 
 
+@pytest.mark.slow
 def test_predict_with_the_starter_on_a_composed_real_face_clip(tmp_path, emoflow_cache, capsys):
   video, out = str(tmp_path / "crowd.mp4"), str(tmp_path / "out")
   truth = real_photos.compose_clip(video, (110, 60, 40), frame_size=(480, 270), seconds=1.0, fps=4)

@@ -127,6 +127,7 @@ def test_a_bad_key_ends_the_command_in_one_line_before_any_run(tmp_path):
   assert not os.path.exists(tmp_path / "sweep")
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_reported_with_its_error_and_exit_code_1(tmp_path):
   result = _sweep("--config=emonet_synthcrowd:tiny", "--sweep=data.config=nope,nada",
                   f"--sweep_dir={tmp_path}/sweep", timeout=300)

@@ -81,6 +81,7 @@ def _csv(workdir):
     return [{k: v for k, v in r.items() if k != "seconds_per_step"} for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted(tmp_path):
   full = _run(tmp_path / "full")
   with pytest.raises(KeyboardInterrupt):
