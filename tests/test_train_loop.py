@@ -110,3 +110,23 @@ def test_keeps_latest_and_best(tmp_path):
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path):
   with pytest.raises(loop.NonFiniteLossError, match=r"by step 10; the last good checkpoint is step 8"):
     _run(tmp_path, nan_at=9)
+
+
+def test_the_state_keeps_its_dtypes_so_the_step_compiles_once():
+  """A float64 forward pass returns BatchNorm's running statistics in float64: the state keeps the
+  float32 they were made with, so every step sees the same types and the jitted step compiles once
+  (a changed type would also make it compile again, on step 2)."""
+  jax.config.update("jax_enable_x64", True)
+  try:
+    model, (x, y) = TinyNet(), _data()
+    cfg = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-2, warmup_steps=0))
+    state = TrainState.create(model.init(jax.random.key(0), x[:2], train=False),
+                              optimizer.make_optimizer(cfg, 3))
+    step = jax.jit(_train_step(model))
+    batch = {"x": x[:BATCH].astype(np.float64), "y": y[:BATCH]}
+    for i in range(3):
+      state, _ = step(state, batch, jax.random.key(i))
+    assert {leaf.dtype for leaf in jax.tree.leaves(state.model_state)} == {np.dtype(np.float32)}
+    assert step._cache_size() == 1
+  finally:
+    jax.config.update("jax_enable_x64", False)

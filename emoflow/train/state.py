@@ -40,7 +40,11 @@ class TrainState(struct.PyTreeNode):
     return {"params": self.params, **self.model_state}
 
   def apply_gradients(self, grads, model_state) -> "TrainState":
-    """One optimizer update; `model_state` is the apply's updated collections."""
+    """One optimizer update; `model_state` is the apply's updated collections, kept at the dtypes
+    the state holds: a float64 forward pass returns BatchNorm's float32 running statistics as
+    float64, which would change the step's input types and make it compile again."""
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), model_state,
+                               self.model_state)
     return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
                         model_state=model_state, opt_state=opt_state)
