@@ -102,32 +102,31 @@ def _metrics_rows(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path, seed):
-  """SIGKILL at a random moment after the first checkpoint: the rerun resumes and ends with the
-  uninterrupted run's parameters, metrics and results (data order, RNG and Adam restored)."""
+def test_sigkill_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
+  """SIGKILL at a random moment after the first checkpoint (two seeded moments): each rerun
+  resumes and ends with the uninterrupted run's parameters, metrics and results (data order, RNG
+  and Adam restored)."""
   steps = ["--config.num_steps=12", "--config.eval.every=4", "--config.log_every=1"]
   reference = run_experiment_subprocess(*_tiny(tmp_path / "tfds", tmp_path / "reference", *steps))
   assert reference.returncode == 0, reference.stderr[-2000:]
-  workdir = tmp_path / "killed"
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
-                           *_tiny(tmp_path / "tfds", workdir, *steps)], cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while not os.path.isdir(workdir / "checkpoints" / "4") and time.time() < deadline:
-    time.sleep(0.05)
-  delay = random.Random(seed).uniform(0, 1.5)  # mid-step, mid-eval or mid-checkpoint
-  time.sleep(delay)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait(timeout=60)
-  assert not os.path.exists(workdir / "results.md"), f"killed too late ({delay:.2f} s) to resume"
-  resumed = run_experiment_subprocess(*_tiny(tmp_path / "tfds", workdir, *steps))
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  for a, b in zip(checkpoint_params(workdir, 12), checkpoint_params(tmp_path / "reference", 12),
-                  strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert _metrics_rows(workdir) == _metrics_rows(tmp_path / "reference")
-  with open(workdir / "results.md") as a, open(tmp_path / "reference" / "results.md") as b:
-    assert a.read() == b.read()
-
-
+  for seed in (0, 1):
+    workdir = tmp_path / f"killed_{seed}"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run",
+                             *_tiny(tmp_path / "tfds", workdir, *steps)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not os.path.isdir(workdir / "checkpoints" / "4") and time.time() < deadline:
+      time.sleep(0.05)
+    delay = random.Random(seed).uniform(0, 1.5)  # mid-step, mid-eval or mid-checkpoint
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not os.path.exists(workdir / "results.md"), f"killed too late ({delay:.2f} s) to resume"
+    resumed = run_experiment_subprocess(*_tiny(tmp_path / "tfds", workdir, *steps))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for a, b in zip(checkpoint_params(workdir, 12), checkpoint_params(tmp_path / "reference", 12),
+                    strict=True):
+      np.testing.assert_array_equal(a, b)
+    assert _metrics_rows(workdir) == _metrics_rows(tmp_path / "reference")
+    with open(workdir / "results.md") as a, open(tmp_path / "reference" / "results.md") as b:
+      assert a.read() == b.read()

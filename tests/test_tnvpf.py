@@ -195,18 +195,24 @@ def test_frame_flow_is_the_exact_nvpf_of_the_group_stack():
 
 
 def test_group_flow_is_a_fec_nvpf():
-  """params["group_flow"] has NVPF's tree, so a trained FeC flow drops in, and gives group_h."""
+  """params["group_flow"] has NVPF's tree, so a trained FeC flow drops in, and gives group_h.
+  In float64: in float32 the two programs' summation orders differ by a few ulp, which is CPU
+  dependent."""
   _, variables, apply = random_model("tnvpf")
-  inputs = make_inputs()
-  out = apply(variables, *inputs)
-  flow = NVPF(num_units=UNITS, width=WIDTH)
-  face_valid = np.asarray(out["face_valid"]).reshape(-1, N)
-  s = np.swapaxes(inputs[0], -1, -2).reshape(-1, M, N) * face_valid[:, None]
-  shapes = jax.eval_shape(flow.init, jax.random.key(0), s, face_valid)["params"]
-  assert jax.tree.structure(shapes) == jax.tree.structure(variables["params"]["group_flow"])
-  h, logdet = flow.apply({"params": variables["params"]["group_flow"]}, s, face_valid)
-  np.testing.assert_allclose(out["group_h"], h.reshape(B, T, G, M, N), rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(out["group_logdet"], logdet.reshape(B, T, G), rtol=1e-6, atol=1e-6)
+  with jax.enable_x64(True):
+    variables = jax.tree.map(lambda x: np.asarray(x, np.float64), variables)
+    features, *masks = make_inputs()
+    features = features.astype(np.float64)
+    out = apply(variables, features, *masks)
+    flow = NVPF(num_units=UNITS, width=WIDTH)
+    face_valid = np.asarray(out["face_valid"]).reshape(-1, N)
+    s = np.swapaxes(features, -1, -2).reshape(-1, M, N) * face_valid[:, None]
+    shapes = jax.eval_shape(flow.init, jax.random.key(0), s, face_valid)["params"]
+    assert jax.tree.structure(shapes) == jax.tree.structure(variables["params"]["group_flow"])
+    h, logdet = flow.apply({"params": variables["params"]["group_flow"]}, s, face_valid)
+  assert out["group_h"].dtype == np.float64
+  np.testing.assert_allclose(out["group_h"], h.reshape(B, T, G, M, N), rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(out["group_logdet"], logdet.reshape(B, T, G), rtol=1e-10, atol=1e-10)
 
 
 def test_zero_frame_units_feed_the_cell_the_group_stack_itself():
