@@ -130,3 +130,13 @@ def test_the_state_keeps_its_dtypes_so_the_step_compiles_once():
     assert step._cache_size() == 1
   finally:
     jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("every_s, drawn_at_steps", [(3600.0, [12]), (0.0, [4, 8, 12])])
+def test_pictures_are_drawn_at_the_end_and_at_most_once_per_interval(tmp_path, monkeypatch,
+                                                                    every_s, drawn_at_steps):
+  drawn = []
+  monkeypatch.setattr(loop, "PICTURES_EVERY_S", every_s)
+  monkeypatch.setattr(loop.plots, "plot_curves", lambda rows, path: drawn.append(rows[-1]["step"]))
+  _run(tmp_path)
+  assert drawn == drawn_at_steps

@@ -4,9 +4,10 @@ The level supplies a pure `train_step(state, batch, rng) -> (state, metrics)`,
 a batch stream that starts at any step, and `evaluate(state) -> metrics`; fit
 compiles the step once over the data mesh, runs it with a progress bar, logs
 to WORKDIR/metrics.csv, evaluates and checkpoints periodically, draws the
-plots, and resumes from the latest checkpoint when started on the same
-workdir. The RNG of step k is fold_in(seed, k) and batch k is a function of
-(seed, k), so a resumed run computes what an uninterrupted one does.
+plots (at the end, and during training at most once a minute), and resumes
+from the latest checkpoint when started on the same workdir. The RNG of step k
+is fold_in(seed, k) and batch k is a function of (seed, k), so a resumed run
+computes what an uninterrupted one does.
 """
 
 import math
@@ -22,6 +23,10 @@ from emoflow.train import distributed, parallel, plots
 from emoflow.train.checkpoint import Checkpoints
 from emoflow.train.metrics_log import MetricsLog
 from emoflow.train.state import TrainState
+
+# Drawing takes 1-2 s: short runs that evaluate every few seconds would spend much of
+# their time on pictures that the next evaluation replaces.
+PICTURES_EVERY_S = 60.0
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,13 +53,17 @@ def fit(*, workdir: str, state: TrainState, train_step: Callable,
     state = restored
   start = int(state.step)
   log = MetricsLog(os.path.join(workdir, "metrics.csv"), resume_step=start)
+  drawn_at = time.perf_counter()
 
   def run_eval(step: int) -> dict:
+    nonlocal drawn_at
     results = evaluate(state)
     scalars = {k: v for k, v in results.items() if np.ndim(v) == 0}
     if is_main:
       log.append(step, "validation", scalars)
       log.flush()
+    if is_main and (step == num_steps or time.perf_counter() - drawn_at >= PICTURES_EVERY_S):
+      drawn_at = time.perf_counter()
       plots.plot_curves(log.rows, os.path.join(workdir, "plots", "curves.png"))
       if class_names is not None and "confusion_matrix" in results:
         plots.plot_confusion(results["confusion_matrix"], class_names,
