@@ -116,8 +116,7 @@ def test_the_state_keeps_its_dtypes_so_the_step_compiles_once():
   """A float64 forward pass returns BatchNorm's running statistics in float64: the state keeps the
   float32 they were made with, so every step sees the same types and the jitted step compiles once
   (a changed type would also make it compile again, on step 2)."""
-  jax.config.update("jax_enable_x64", True)
-  try:
+  with jax.enable_x64(True):
     model, (x, y) = TinyNet(), _data()
     cfg = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-2, warmup_steps=0))
     state = TrainState.create(model.init(jax.random.key(0), x[:2], train=False),
@@ -126,10 +125,8 @@ def test_the_state_keeps_its_dtypes_so_the_step_compiles_once():
     batch = {"x": x[:BATCH].astype(np.float64), "y": y[:BATCH]}
     for i in range(3):
       state, _ = step(state, batch, jax.random.key(i))
-    assert {leaf.dtype for leaf in jax.tree.leaves(state.model_state)} == {np.dtype(np.float32)}
-    assert step._cache_size() == 1
-  finally:
-    jax.config.update("jax_enable_x64", False)
+  assert {leaf.dtype for leaf in jax.tree.leaves(state.model_state)} == {np.dtype(np.float32)}
+  assert step._cache_size() == 1
 
 
 @pytest.mark.parametrize("every_s, drawn_at_steps", [(3600.0, [12]), (0.0, [4, 8, 12])])
