@@ -172,6 +172,17 @@ def test_nms_matches_a_greedy_loop(seed, num_values):
     _check_nms(boxes, scores, iou_threshold, score_threshold, max_out)
 
 
+@pytest.mark.parametrize("num_values", [None, 5])
+def test_nms_over_many_blocks_matches_a_greedy_loop(num_values):
+  """Several NMS_BLOCKs of candidates: suppression across blocks, max_out reached mid-block."""
+  rng = np.random.default_rng(7)
+  n = 5 * detect.NMS_BLOCK + 17
+  boxes, scores = _random_boxes(rng, n, num_values)
+  boxes *= 4  # more room: more boxes survive
+  for iou_threshold, score_threshold, max_out in [(0.3, 0.1, 37), (0.5, 0.0, n), (0.7, 0.4, 200)]:
+    _check_nms(boxes, scores, iou_threshold, score_threshold, max_out)
+
+
 def test_nms_breaks_ties_by_the_lower_index():
   boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
   scores = np.full(4, 0.8, np.float32)

@@ -329,3 +329,43 @@ def test_min_overlap_nms_drops_a_box_inside_a_kept_one():
   np.testing.assert_allclose(detect.box_iom(boxes[0], boxes), [1.0, 1.0])
   assert detect.nms(boxes, scores, 0.7, 0.5, 2)[1].tolist() == [True, True]  # IoU 0.09
   assert detect.nms(boxes, scores, 0.7, 0.5, 2, by_min=True)[1].tolist() == [True, False]
+
+
+def test_networks_in_chunks_equal_one_call(variables):
+  """A crop count that is not a multiple of the chunk: the last chunk is padded, then cut off."""
+  crops = np.random.default_rng(1).uniform(-1, 1, (mtcnn.CHUNKS["rnet"] + 5, 24, 24, 3))
+  crops = crops.astype(np.float32)
+  whole = mtcnn.NETWORKS["rnet"].apply(variables["rnet"], crops)
+  for got, want in zip(mtcnn.apply_in_chunks("rnet", variables["rnet"], crops), whole, strict=True):
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_frames_with_one_video_index_are_detected_once(variables):
+  """A short batch padded with copies of its last frame: the copies get the frame's faces, and
+  P-Net runs once per distinct index."""
+  frames = np.stack([compose_faces([(70, 0, 0), (40, 130, 20)], (224, 224))[0],
+                     compose_faces([(60, 90, 60)], (224, 224))[0]])
+  det = detect.MTCNNDetector(variables, max_faces=4)
+  propose, refine, output = det._stages
+  proposed = []
+  det._stages = (lambda v, frame: proposed.append(frame) or propose(v, frame), refine, output)
+  padded = jax.device_get(det(frames[[0, 1, 1, 1]], [3, 7, 7, 7]))
+  assert len(proposed) == 2
+  alone = jax.device_get(det(frames, [3, 7]))
+  for name in ("boxes", "landmarks", "scores", "valid", "dropped"):
+    got, want = getattr(padded, name), getattr(alone, name)
+    np.testing.assert_array_equal(got, want[[0, 1, 1, 1]])
+
+
+def test_level_windows_two_cells_apart_overlap_at_exactly_the_level_threshold():
+  """Windows in whole level pixels: IoU 0.5 exactly, so the level NMS (IoU > 0.5 suppresses)
+  keeps both, whatever a compilation's rounding (frame pixels decided such ties by rounding)."""
+  probs = np.zeros((5, 9, 2), np.float32)
+  probs[2, 3, 1], probs[2, 5, 1] = 0.9, 0.8  # cells 2 apart: windows 4 level pixels apart
+  windows, _, scores = mtcnn.pnet_candidates(np.zeros((5, 9, 4), np.float32), probs, 4)
+  np.testing.assert_array_equal(windows[:2], [[6, 4, 18, 16], [10, 4, 22, 16]])
+  assert float(detect.box_iou(windows[0], windows[1:2])[0]) == 0.5
+  assert detect.nms(windows, scores, 0.5, 0.6, 4)[1].tolist() == [True, True, False, False]
+  np.testing.assert_allclose(mtcnn.in_frame(windows[:1], (720 / 432, 1280 / 768)),
+                             [[10.0, 6.6666665, 30.0, 26.666666]], rtol=1e-6)
