@@ -183,6 +183,13 @@ def test_nms_over_many_blocks_matches_a_greedy_loop(num_values):
     _check_nms(boxes, scores, iou_threshold, score_threshold, max_out)
 
 
+def test_nms_keeps_its_loop_types_with_x64_on():
+  """The multi-host detection run has 64-bit types on: counts must stay int32 in the loop."""
+  boxes, scores = _random_boxes(np.random.default_rng(8), 90)
+  with jax.enable_x64(True):
+    _check_nms(boxes, scores, 0.4, 0.2, 30)
+
+
 def test_nms_breaks_ties_by_the_lower_index():
   boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
   scores = np.full(4, 0.8, np.float32)

@@ -293,10 +293,11 @@ def nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float, score_thresho
       return settled, (settled != keep).any()
 
     keep, _ = jax.lax.while_loop(lambda state: state[1], settle, (alive, jnp.bool_(True)))
-    slot = jnp.where(keep, count + jnp.cumsum(keep) - 1, max_out)  # max_out and beyond: dropped
+    slot = jnp.where(keep, count + jnp.cumsum(keep, dtype=jnp.int32) - 1, max_out)  # beyond: dropped
     kept_boxes = kept_boxes.at[slot].set(block, mode="drop")
     kept_at = kept_at.at[slot].set(start + jnp.arange(NMS_BLOCK, dtype=jnp.int32), mode="drop")
-    return start + NMS_BLOCK, jnp.minimum(count + keep.sum(), max_out), kept_boxes, kept_at
+    return (start + NMS_BLOCK, jnp.minimum(count + keep.sum(dtype=jnp.int32), max_out), kept_boxes,
+            kept_at)
 
   init = (jnp.int32(0), jnp.int32(0), jnp.zeros((max_out, 4), boxes.dtype),
           jnp.zeros(max_out, jnp.int32))
