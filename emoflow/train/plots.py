@@ -1,19 +1,9 @@
 """Training pictures: metric curves from metrics.csv rows and a confusion matrix."""
 
-import matplotlib
+from emoflow.figures import save_png  # first: it selects matplotlib's Agg backend
 
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from emoflow.fileio import atomic_open  # noqa: E402
-
-
-def save_png(fig, path: str) -> None:
-  """Writes the figure as PNG through a temporary file, then closes it."""
-  with atomic_open(path, "wb") as f:
-    fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-  plt.close(fig)
 
 
 def _panel(name: str) -> tuple[str, str]:

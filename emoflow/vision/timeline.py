@@ -6,14 +6,12 @@ title. Bottom panel: one row per face track, a dot per sampled frame in the
 colour of the face's emotion, so the crowd's members can be followed.
 """
 
-import matplotlib
+from emoflow.figures import save_png  # first: it selects matplotlib's Agg backend
 
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emoflow.labels import GROUP_EMOTIONS  # noqa: E402
-from emoflow.train.plots import save_png  # noqa: E402
 from emoflow.vision.draw import COLOURS  # noqa: E402
 
 _MAX_TRACK_ROWS = 40  # the longest tracks; a crowd's hundreds would be unreadable
