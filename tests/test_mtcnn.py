@@ -333,7 +333,7 @@ def test_min_overlap_nms_drops_a_box_inside_a_kept_one():
 
 def test_networks_in_chunks_equal_one_call(variables):
   """A crop count that is not a multiple of the chunk: the last chunk is padded, then cut off."""
-  crops = np.random.default_rng(1).uniform(-1, 1, (mtcnn.CHUNKS["rnet"] + 5, 24, 24, 3))
+  crops = np.random.default_rng(1).uniform(-1, 1, (mtcnn.CHUNK + 5, 24, 24, 3))
   crops = crops.astype(np.float32)
   whole = mtcnn.NETWORKS["rnet"].apply(variables["rnet"], crops)
   for got, want in zip(mtcnn.apply_in_chunks("rnet", variables["rnet"], crops), whole, strict=True):
