@@ -8,6 +8,7 @@ a brick texture (512 x 512, and 224 x 224 where packed crops are checked
 against every slot).
 """
 
+import functools
 import importlib.util
 import os
 
@@ -19,6 +20,7 @@ import pytest
 import skimage.data
 
 from data_pipelines import real_photos
+from emoflow import chunking
 from emoflow.vision import detect, mtcnn, resampling
 
 # --- the networks, restated in numpy from the Keras definitions -------------------------
@@ -332,11 +334,13 @@ def test_min_overlap_nms_drops_a_box_inside_a_kept_one():
 
 
 def test_networks_in_chunks_equal_one_call(variables):
-  """A crop count that is not a multiple of the chunk: the last chunk is padded, then cut off."""
-  crops = np.random.default_rng(1).uniform(-1, 1, (mtcnn.CHUNK + 5, 24, 24, 3))
+  """R-Net as the detector runs it on CPU (chunking.in_chunks), with a padded last chunk."""
+  crops = np.random.default_rng(1).uniform(-1, 1, (mtcnn.CPU_CHUNK + 5, 24, 24, 3))
   crops = crops.astype(np.float32)
   whole = mtcnn.NETWORKS["rnet"].apply(variables["rnet"], crops)
-  for got, want in zip(mtcnn.apply_in_chunks("rnet", variables["rnet"], crops), whole, strict=True):
+  chunked = chunking.in_chunks(functools.partial(mtcnn.NETWORKS["rnet"].apply, variables["rnet"]),
+                               crops, chunk=mtcnn.CPU_CHUNK)
+  for got, want in zip(chunked, whole, strict=True):
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 

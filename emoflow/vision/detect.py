@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from emoflow import chunking
 from emoflow.vision import mtcnn, resampling, retinaface, retinaface_convert
 
 
@@ -427,7 +428,7 @@ class MTCNNDetector:
   frame at a time, and once per distinct video index: the copies padding a
   short batch cost nothing), stages 2 and 3 once per batch shape and crop
   count, a few counts in all (the counts of a video's batches are alike).
-  R-Net and O-Net run 32 crops a call (mtcnn.apply_in_chunks).
+  On CPU R-Net and O-Net run mtcnn.CPU_CHUNK crops a call (chunking.in_chunks).
   `dropped` counts, for a frame whose K slots all filled, the O-Net faces
   above the threshold that none of the kept ones suppresses (as
   RetinaFaceDetector).
@@ -496,7 +497,8 @@ class MTCNNDetector:
     num, count = valid.shape
     packed = jnp.flatnonzero(valid, size=slots, fill_value=0)  # frame * count + slot
     crops = mtcnn.crop(frames, packed // count, boxes.reshape(-1, 4)[packed], size)
-    outputs = mtcnn.apply_in_chunks(name, variables[name], mtcnn.preprocess(crops))
+    outputs = chunking.in_chunks(functools.partial(mtcnn.NETWORKS[name].apply, variables[name]),
+                                 mtcnn.preprocess(crops), chunk=chunking.on_cpu(mtcnn.CPU_CHUNK))
     rank = jnp.cumsum(valid.reshape(-1)) - 1  # each valid slot's place in `packed`
     return [jnp.where(valid.reshape(-1, *[1] * (out.ndim - 1)), out[rank], 0).reshape(
         num, count, *out.shape[1:]) for out in outputs]
@@ -543,8 +545,7 @@ class MTCNNDetector:
     frames = jnp.asarray(frames)
     boxes, valid = refine(self.variables, frames, boxes, valid, slots=self._slots(valid))
     found = output(self.variables, frames, boxes, valid, slots=self._slots(valid))
-    return found if np.array_equal(first, np.arange(len(frames))) else jax.tree.map(
-        lambda x: x[first], found)
+    return jax.tree.map(lambda x: x[first], found)
 
 
 def _first_of_each_index(indices: Sequence[int] | None, count: int) -> np.ndarray:
